@@ -1,0 +1,184 @@
+//! JSON-lines documents for the CLI: `{"id", "text"}`, `{"id", "uri"}`, `{"id", "blob": base64}`,
+//! `{"id", "tensor": {"shape", "data": base64}}`, optionally with `"matches": [...]` for rank.
+
+use crate::engine::{Embedded, Ranked};
+use crate::error::DocError;
+use crate::preprocess::input::{Document, PixelTensor};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::io::BufRead;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct JsonDoc {
+    pub id: Option<Value>,
+    pub text: Option<String>,
+    pub uri: Option<String>,
+    pub blob: Option<String>,
+    pub tensor: Option<JsonTensor>,
+    pub mime_type: Option<String>,
+    #[serde(default)]
+    pub matches: Vec<JsonDoc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct JsonTensor {
+    pub shape: Vec<usize>,
+    pub data: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JsonlError {
+    #[error("line {line}: {message}")]
+    Line { line: usize, message: String },
+    #[error("reading input: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A parsed input line: the document (or a per-document error) and its matches.
+pub struct InputDoc {
+    pub id: String,
+    pub doc: Result<Document, DocError>,
+    pub matches: Vec<InputDoc>,
+}
+
+fn id_string(id: &Option<Value>, position: usize) -> String {
+    match id {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => position.to_string(),
+    }
+}
+
+impl JsonDoc {
+    /// Converts to an engine document; bad base64 is an error for this document only.
+    pub fn into_input(self, position: usize) -> InputDoc {
+        let id = id_string(&self.id, position);
+        let matches = self
+            .matches
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| m.into_input(i))
+            .collect();
+        let decode = |s: &str, what: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s.trim())
+                .map_err(|e| {
+                    DocError::new(
+                        crate::error::ErrorCode::InvalidDocument,
+                        format!("bad base64 in `{what}`: {e}"),
+                    )
+                })
+        };
+        let doc = (|| {
+            let blob = self
+                .blob
+                .as_deref()
+                .map(|b| decode(b, "blob"))
+                .transpose()?;
+            let tensor = match self.tensor {
+                Some(t) => Some(PixelTensor {
+                    shape: t.shape,
+                    data: decode(&t.data, "tensor.data")?,
+                }),
+                None => None,
+            };
+            Ok(Document {
+                id: Some(id.clone()),
+                text: self.text,
+                blob,
+                uri: self.uri,
+                tensor,
+                mime_type: self.mime_type,
+            })
+        })();
+        InputDoc { id, doc, matches }
+    }
+}
+
+/// Reads JSON lines, skipping blank ones. A line that is not JSON fails the whole input, since
+/// its id cannot be known.
+pub fn read_docs(reader: impl BufRead) -> Result<Vec<InputDoc>, JsonlError> {
+    let mut out = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let doc: JsonDoc = serde_json::from_str(&line).map_err(|e| JsonlError::Line {
+            line: n + 1,
+            message: e.to_string(),
+        })?;
+        let position = out.len();
+        out.push(doc.into_input(position));
+    }
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+fn error_json(e: &DocError) -> Value {
+    json!(ErrorBody {
+        code: e.code.as_str(),
+        message: &e.message
+    })
+}
+
+/// `{"id", "modality", "embedding"}` or `{"id", "error"}`.
+pub fn encode_line(id: &str, result: &Result<Embedded, DocError>) -> Value {
+    match result {
+        Ok(e) => json!({"id": id, "modality": e.modality.as_str(), "embedding": e.embedding}),
+        Err(e) => json!({"id": id, "error": error_json(e)}),
+    }
+}
+
+/// A ranked root: matches best first with both scores, then any matches that failed.
+pub fn rank_line(id: &str, match_ids: &[String], result: &Result<Ranked, DocError>) -> Value {
+    match result {
+        Err(e) => json!({"id": id, "error": error_json(e)}),
+        Ok(r) => {
+            let mut matches: Vec<Value> = r
+                .matches
+                .iter()
+                .map(|m| {
+                    json!({
+                        "id": match_ids.get(m.index).cloned().unwrap_or_else(|| m.index.to_string()),
+                        "scores": {"clip_score": m.clip_score, "clip_score_cosine": m.clip_score_cosine},
+                    })
+                })
+                .collect();
+            matches.extend(r.failed.iter().map(|(i, e)| {
+                json!({
+                    "id": match_ids.get(*i).cloned().unwrap_or_else(|| i.to_string()),
+                    "error": error_json(e),
+                })
+            }));
+            json!({"id": id, "modality": r.root.modality.as_str(), "matches": matches})
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_become_documents_with_default_ids() {
+        let input =
+            "{\"text\":\"hi\"}\n\n{\"id\":\"b\",\"blob\":\"AAEC\"}\n{\"id\":7,\"blob\":\"***\"}\n";
+        let docs = read_docs(input.as_bytes()).unwrap();
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[0].id, "0");
+        assert_eq!(
+            docs[1].doc.as_ref().unwrap().blob.as_deref(),
+            Some(&[0u8, 1, 2][..])
+        );
+        assert_eq!(docs[2].id, "7");
+        assert!(docs[2].doc.is_err());
+        assert!(read_docs("{not json".as_bytes()).is_err());
+    }
+}

@@ -1,0 +1,299 @@
+//! The ONNX Runtime library: finding it, loading it once per process, and building sessions.
+//!
+//! `ort` is built with `load-dynamic`, so the shared library is found at run time: an explicit path
+//! (`--ort-lib` / `ORT_DYLIB_PATH`), else the project's own Python environment (`.venv`, where the
+//! bootstrap script installs the `onnxruntime` wheel), else the usual system library folders.
+
+use ort::ep::{self, ExecutionProvider};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// CUDA device 0 when ONNX Runtime offers the CUDA provider, else CPU.
+    #[default]
+    Auto,
+    Cpu,
+    /// A CUDA device by ordinal; fails at start-up if CUDA is unavailable.
+    Cuda(i32),
+}
+
+impl FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<i32>().ok())
+                .filter(|n| *n >= 0)
+                .map(Device::Cuda)
+                .ok_or_else(|| {
+                    format!("invalid device `{other}`: expected auto, cpu, cuda or cuda:N")
+                }),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Auto => f.write_str("auto"),
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// Session tuning shared by both towers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub device: Device,
+    /// Threads inside one operator (0: ONNX Runtime's default, one per physical core).
+    pub intra_threads: usize,
+    /// Threads across independent graph nodes (0: ONNX Runtime's default).
+    pub inter_threads: usize,
+    /// Use the TensorRT provider ahead of CUDA (GPU only).
+    pub tensorrt: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            device: Device::Auto,
+            intra_threads: 0,
+            inter_threads: 0,
+            tensorrt: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("ONNX Runtime library not found (looked at: {looked}). Install it with `scripts/bootstrap.sh` (pip package `onnxruntime` 1.31 into ./.venv), or point ORT_DYLIB_PATH / --ort-lib at libonnxruntime.so")]
+    LibraryNotFound { looked: String },
+    #[error("failed to load ONNX Runtime from `{path}`: {message}")]
+    LibraryLoad { path: PathBuf, message: String },
+    #[error("CUDA was requested ({device}) but the loaded ONNX Runtime has no CUDA execution provider (install `onnxruntime-gpu` and the CUDA libraries, or use --device cpu)")]
+    CudaUnavailable { device: Device },
+    #[error("failed to create the {tower} session from `{path}`: {message}")]
+    Session {
+        tower: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("ONNX Runtime error: {0}")]
+    Ort(String),
+}
+
+impl From<ort::Error> for RuntimeError {
+    fn from(e: ort::Error) -> Self {
+        RuntimeError::Ort(e.to_string())
+    }
+}
+
+/// The loaded library and its one environment (ONNX Runtime allows one per process).
+pub struct Runtime {
+    pub library: PathBuf,
+    env: ort::environment::Environment,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+impl Runtime {
+    /// Loads ONNX Runtime once; later calls return the same runtime (and ignore `explicit`).
+    pub fn get_or_init(explicit: Option<&Path>) -> Result<&'static Runtime, RuntimeError> {
+        if let Some(rt) = RUNTIME.get() {
+            return Ok(rt);
+        }
+        let library = find_library(explicit)?;
+        let builder = ort::init_from(&library).map_err(|e| RuntimeError::LibraryLoad {
+            path: library.clone(),
+            message: e.to_string(),
+        })?;
+        let env = builder
+            .with_name("clip-worker")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| RuntimeError::LibraryLoad {
+                path: library.clone(),
+                message: e.to_string(),
+            })?;
+        // A racing initialiser loses harmlessly: both point at the same library.
+        Ok(RUNTIME.get_or_init(|| Runtime { library, env }))
+    }
+
+    /// Whether the loaded library offers the CUDA execution provider.
+    pub fn cuda_available(&self) -> bool {
+        ep::CUDA::is_available().unwrap_or(false)
+    }
+
+    /// Resolves `auto` to a concrete device.
+    pub fn resolve_device(&self, device: Device) -> Result<Device, RuntimeError> {
+        match device {
+            Device::Auto if self.cuda_available() => Ok(Device::Cuda(0)),
+            Device::Auto => Ok(Device::Cpu),
+            Device::Cuda(_) if !self.cuda_available() => {
+                Err(RuntimeError::CudaUnavailable { device })
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Builds one session with the original's settings: ORT_ENABLE_ALL, GPU provider first when asked.
+    pub fn session(
+        &self,
+        tower: &'static str,
+        path: &Path,
+        config: &SessionConfig,
+    ) -> Result<Session, RuntimeError> {
+        let fail = |e: String| RuntimeError::Session {
+            tower,
+            path: path.to_path_buf(),
+            message: e,
+        };
+        let device = self.resolve_device(config.device)?;
+        let mut builder = Session::builder(&self.env)
+            .map_err(|e| fail(e.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| fail(e.to_string()))?;
+        if config.intra_threads > 0 {
+            builder = builder
+                .with_intra_threads(config.intra_threads)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        if config.inter_threads > 0 {
+            builder = builder
+                .with_inter_threads(config.inter_threads)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        if let Device::Cuda(id) = device {
+            let mut providers = Vec::new();
+            if config.tensorrt {
+                providers.push(
+                    ep::TensorRT::default()
+                        .with_device_id(id)
+                        .build()
+                        .error_on_failure(),
+                );
+            }
+            providers.push(
+                ep::CUDA::default()
+                    .with_device_id(id)
+                    .build()
+                    .error_on_failure(),
+            );
+            builder = builder
+                .with_execution_providers(providers)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        builder
+            .commit_from_file(path)
+            .map_err(|e| fail(e.to_string()))
+    }
+}
+
+/// Candidate library locations, in search order.
+fn candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(p) = explicit {
+        out.push(p.to_path_buf());
+        return out;
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        out.push(PathBuf::from(p));
+        return out;
+    }
+    // The project's own virtual environment, looked for from the working directory and from the
+    // executable upwards (so `target/release/clip-worker` finds the checkout's `.venv`).
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.extend(cwd.ancestors().map(Path::to_path_buf));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    for root in roots {
+        out.extend(venv_libraries(&root.join(".venv")));
+    }
+    for dir in [
+        "/usr/local/lib",
+        "/usr/lib",
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/opt/onnxruntime/lib",
+    ] {
+        out.push(Path::new(dir).join("libonnxruntime.so"));
+    }
+    out
+}
+
+/// `libonnxruntime.so*` inside a Python virtual environment's `onnxruntime` package.
+fn venv_libraries(venv: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(venv.join("lib")) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let capi = entry.path().join("site-packages/onnxruntime/capi");
+        let Ok(libs) = std::fs::read_dir(&capi) else {
+            continue;
+        };
+        let mut libs: Vec<PathBuf> = libs
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+            })
+            .collect();
+        libs.sort();
+        found.extend(libs);
+    }
+    found
+}
+
+fn find_library(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError> {
+    let candidates = candidates(explicit);
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    Err(RuntimeError::LibraryNotFound {
+        looked: candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_parsing() {
+        assert_eq!("auto".parse::<Device>(), Ok(Device::Auto));
+        assert_eq!("cpu".parse::<Device>(), Ok(Device::Cpu));
+        assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
+        assert_eq!("cuda:3".parse::<Device>(), Ok(Device::Cuda(3)));
+        assert!("cuda:-1".parse::<Device>().is_err());
+        assert!("gpu".parse::<Device>().is_err());
+        assert_eq!(Device::Cuda(2).to_string(), "cuda:2");
+    }
+
+    #[test]
+    fn explicit_missing_library_says_what_to_do() {
+        let err = find_library(Some(Path::new("/nonexistent/libonnxruntime.so"))).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("bootstrap"), "{msg}");
+        assert!(msg.contains("ORT_DYLIB_PATH"), "{msg}");
+    }
+}

@@ -1,0 +1,81 @@
+//! Error codes shared by the engine, the CLI output and the wire protocol.
+//!
+//! Codes are stable strings (snake_case) because clients match on them.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A stable, machine-readable error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The document has no text, blob, uri or tensor.
+    EmptyDocument,
+    /// The document is malformed (bad tensor shape, conflicting fields, bad base64...).
+    InvalidDocument,
+    /// The bytes could not be decoded as an image.
+    ImageDecode,
+    /// The bytes are an image in a format this build cannot decode (e.g. AVIF).
+    UnsupportedImage,
+    /// A local path named by the document does not exist or cannot be read.
+    NotFound,
+    /// A remote URI could not be fetched.
+    Fetch,
+    /// The input exceeds a configured limit.
+    TooLarge,
+    /// ONNX Runtime failed while running the batch.
+    Inference,
+    /// The request named a model other than the one served.
+    ModelMismatch,
+    /// The request itself is malformed.
+    BadRequest,
+    /// The worker cannot take more work right now; retry later.
+    Overloaded,
+    /// The worker is shutting down.
+    ShuttingDown,
+    /// A bug or an unexpected condition.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::EmptyDocument => "empty_document",
+            ErrorCode::InvalidDocument => "invalid_document",
+            ErrorCode::ImageDecode => "image_decode",
+            ErrorCode::UnsupportedImage => "unsupported_image",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Fetch => "fetch",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Inference => "inference",
+            ErrorCode::ModelMismatch => "model_mismatch",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error attached to one document (or one request): a code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DocError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl DocError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        DocError {
+            code,
+            message: message.into(),
+        }
+    }
+}
