@@ -1,0 +1,89 @@
+//! One inference thread per tower: gathers a minibatch (size- and delay-bounded) and runs it.
+
+use super::stats::TowerStats;
+use super::BatchConfig;
+use crate::engine::{Embedded, InferenceError};
+use crate::error::{DocError, ErrorCode};
+use crate::preprocess::input::Modality;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+pub(super) struct TowerJob<T> {
+    pub input: T,
+    pub reply: oneshot::Sender<Result<Embedded, DocError>>,
+    pub span: tracing::Span,
+}
+
+pub(super) fn spawn<T, F>(
+    name: &str,
+    rx: Receiver<TowerJob<T>>,
+    modality: Modality,
+    config: BatchConfig,
+    stats: Arc<TowerStats>,
+    run: F,
+) -> Option<std::thread::JoinHandle<()>>
+where
+    T: Send + 'static,
+    F: Fn(&[&T]) -> Result<Vec<Vec<f32>>, InferenceError> + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || tower_loop(rx, modality, config, stats, run))
+        .ok()
+}
+
+fn tower_loop<T, F>(
+    rx: Receiver<TowerJob<T>>,
+    modality: Modality,
+    config: BatchConfig,
+    stats: Arc<TowerStats>,
+    run: F,
+) where
+    F: Fn(&[&T]) -> Result<Vec<Vec<f32>>, InferenceError>,
+{
+    // Blocks for the first document, then takes whatever else arrives before the deadline.
+    while let Ok(first) = rx.recv() {
+        let deadline = Instant::now() + config.max_batch_delay;
+        let mut batch = vec![first];
+        while batch.len() < config.minibatch_size {
+            match rx.recv_deadline(deadline) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let started = Instant::now();
+        let inputs: Vec<&T> = batch.iter().map(|j| &j.input).collect();
+        let result = {
+            let _s = tracing::debug_span!(parent: &batch[0].span, "inference", modality = modality.as_str(), batch = batch.len()).entered();
+            run(&inputs)
+        };
+        stats.record(batch.len(), started.elapsed());
+        match result {
+            Ok(rows) if rows.len() == batch.len() => {
+                for (job, embedding) in batch.into_iter().zip(rows) {
+                    let _ = job.reply.send(Ok(Embedded {
+                        modality,
+                        embedding,
+                    }));
+                }
+            }
+            Ok(rows) => {
+                let n = batch.len();
+                fail(
+                    batch,
+                    format!("model returned {} rows for {n} inputs", rows.len()),
+                )
+            }
+            Err(e) => fail(batch, e.to_string()),
+        }
+    }
+}
+
+fn fail<T>(batch: Vec<TowerJob<T>>, message: String) {
+    let err = DocError::new(ErrorCode::Inference, message);
+    for job in batch {
+        let _ = job.reply.send(Err(err.clone()));
+    }
+}

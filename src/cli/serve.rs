@@ -1,0 +1,279 @@
+//! `clip-worker serve`: the NATS stream worker.
+
+use super::args::EngineArgs;
+use super::duration::parse_duration;
+use crate::batch::{BatchConfig, Pipeline};
+use crate::engine::Engine;
+use crate::preprocess::fetch::FetchPolicy;
+use crate::protocol::Limits;
+use crate::transport::connect::NatsArgs;
+use crate::transport::handler::Handler;
+use crate::transport::jobs::{self, JobsConfig};
+use crate::transport::objects::ObjectFetcher;
+use crate::transport::publish::Publisher;
+use crate::transport::service::{self, ServiceConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Request/reply and durable jobs.
+    Both,
+    /// Request/reply only.
+    Service,
+    /// Durable jobs only.
+    Jobs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    /// Subject prefix: `<prefix>.encode`, `<prefix>.rank`, `<prefix>.jobs.{encode,rank}`.
+    #[arg(long, env = "CLIP_WORKER_PREFIX", default_value = "clip")]
+    pub prefix: String,
+    /// What to serve.
+    #[arg(long, env = "CLIP_WORKER_MODE", value_enum, default_value_t = Mode::Both)]
+    pub mode: Mode,
+    /// Service name for `$SRV` discovery.
+    #[arg(long, env = "CLIP_WORKER_SERVICE_NAME", default_value = "clip-worker")]
+    pub service_name: String,
+    /// Queue group shared by all workers for request/reply.
+    #[arg(long, env = "CLIP_WORKER_QUEUE_GROUP", default_value = "clip-workers")]
+    pub queue_group: String,
+
+    /// Longest a minibatch waits to fill once its first document is ready.
+    #[arg(long, env = "CLIP_WORKER_MAX_BATCH_DELAY", default_value = "5ms", value_parser = parse_duration)]
+    pub max_batch_delay: Duration,
+    /// Documents admitted at once; beyond this request/reply answers `overloaded`.
+    #[arg(long, env = "CLIP_WORKER_MAX_INFLIGHT_DOCS", default_value_t = 2048)]
+    pub max_inflight_docs: usize,
+
+    /// JetStream work-queue stream for durable jobs.
+    #[arg(long, env = "CLIP_WORKER_STREAM", default_value = "CLIP_JOBS")]
+    pub stream: String,
+    /// Durable pull consumer shared by all workers.
+    #[arg(long, env = "CLIP_WORKER_CONSUMER", default_value = "clip-workers")]
+    pub consumer: String,
+    /// Bind to an existing stream and consumer instead of creating them.
+    #[arg(long, env = "CLIP_WORKER_BIND_EXISTING", default_value_t = false)]
+    pub bind_existing: bool,
+    /// Unacknowledged jobs the server hands out at once (consumer setting, all workers).
+    #[arg(long, env = "CLIP_WORKER_MAX_ACK_PENDING", default_value_t = 1024)]
+    pub max_ack_pending: i64,
+    /// Time before an unacknowledged job is redelivered (in-progress acks extend it).
+    #[arg(long, env = "CLIP_WORKER_ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub ack_wait: Duration,
+    /// Deliveries of a job before a transient failure is returned as its result.
+    #[arg(long, env = "CLIP_WORKER_MAX_DELIVER", default_value_t = 5)]
+    pub max_deliver: i64,
+    /// Delay before a job nak'ed for a transient failure is redelivered.
+    #[arg(long, env = "CLIP_WORKER_NAK_DELAY", default_value = "2s", value_parser = parse_duration)]
+    pub nak_delay: Duration,
+    /// Jobs this worker processes at once.
+    #[arg(long, env = "CLIP_WORKER_MAX_INFLIGHT_JOBS", default_value_t = 64)]
+    pub max_inflight_jobs: usize,
+    /// Result subject for jobs without a `Clip-Reply-To` header [default: <prefix>.results].
+    #[arg(long, env = "CLIP_WORKER_RESULTS_SUBJECT")]
+    pub results_subject: Option<String>,
+
+    /// Documents per request (matches included).
+    #[arg(long, env = "CLIP_WORKER_MAX_DOCS_PER_REQUEST", default_value_t = 1024)]
+    pub max_docs_per_request: usize,
+    /// Bytes of one document's blob or tensor (object-store images included).
+    #[arg(long, env = "CLIP_WORKER_MAX_DOC_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_doc_bytes: usize,
+    /// Let documents name local files on the worker (off: remote callers must not read its disk).
+    #[arg(long, env = "CLIP_WORKER_ALLOW_LOCAL_FILES", default_value_t = false)]
+    pub allow_local_files: bool,
+    /// Fetch http(s) URIs named by documents.
+    #[arg(long, env = "CLIP_WORKER_ALLOW_HTTP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_http: bool,
+    /// Time limit for fetching one http(s) URI.
+    #[arg(long, env = "CLIP_WORKER_FETCH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub fetch_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, time allowed to finish in-flight work before exiting.
+    #[arg(long, env = "CLIP_WORKER_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error(transparent)]
+    Connect(#[from] crate::transport::connect::ConnectError),
+    #[error(transparent)]
+    Service(#[from] crate::transport::service::ServiceError),
+    #[error(transparent)]
+    Jobs(#[from] crate::transport::jobs::JobsError),
+    #[error("runtime: {0}")]
+    Runtime(String),
+}
+
+pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("clip-worker-io")
+        .build()
+        .map_err(|e| ServeError::Runtime(e.to_string()))?;
+    runtime.block_on(serve_async(args))
+}
+
+async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
+    let mut options = args.engine.options();
+    options.fetch = FetchPolicy {
+        allow_local_files: args.allow_local_files,
+        allow_http: args.allow_http,
+        max_bytes: args.max_doc_bytes as u64,
+        timeout: args.fetch_timeout,
+    };
+    let engine = tokio::task::spawn_blocking(move || Engine::load(&options))
+        .await
+        .map_err(|e| ServeError::Runtime(e.to_string()))??;
+    tracing::info!(model = %engine.spec.name, dim = engine.dim(), "model loaded");
+    let pipeline = Pipeline::start(
+        engine.model.clone(),
+        engine.preprocessor.clone(),
+        BatchConfig {
+            minibatch_size: args.engine.minibatch_size,
+            max_batch_delay: args.max_batch_delay,
+            num_worker_preprocess: args.engine.num_worker_preprocess,
+            max_inflight_docs: args.max_inflight_docs,
+            ..BatchConfig::default()
+        },
+    );
+
+    let client = args.nats.connect().await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let handler = Arc::new(Handler {
+        pipeline: pipeline.clone(),
+        model: args.engine.model.clone(),
+        limits: Limits {
+            max_docs: args.max_docs_per_request,
+            max_doc_bytes: args.max_doc_bytes,
+            ..Limits::default()
+        },
+        objects: Some(ObjectFetcher {
+            jetstream: js.clone(),
+        }),
+        max_payload: client.max_payload(),
+    });
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let mut loops = tokio::task::JoinSet::new();
+    if args.mode != Mode::Jobs {
+        let cfg = ServiceConfig {
+            name: args.service_name.clone(),
+            prefix: args.prefix.clone(),
+            queue_group: args.queue_group.clone(),
+        };
+        let (c, h, s, t) = (
+            client.clone(),
+            handler.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        );
+        loops.spawn(async move {
+            service::run(c, h, cfg, s, t)
+                .await
+                .map_err(ServeError::from)
+        });
+    }
+    if args.mode != Mode::Service {
+        let cfg = JobsConfig {
+            stream: args.stream.clone(),
+            prefix: args.prefix.clone(),
+            consumer: args.consumer.clone(),
+            bind: args.bind_existing,
+            max_ack_pending: args.max_ack_pending,
+            ack_wait: args.ack_wait,
+            max_deliver: args.max_deliver,
+            nak_delay: args.nak_delay,
+            max_inflight_jobs: args.max_inflight_jobs,
+            default_reply_subject: args
+                .results_subject
+                .clone()
+                .unwrap_or_else(|| format!("{}.results", args.prefix)),
+        };
+        let consumer = jobs::consumer(&js, &cfg).await?;
+        let publisher = Publisher {
+            client: client.clone(),
+            jetstream: js.clone(),
+        };
+        let (h, s, t) = (handler.clone(), shutdown.clone(), tasks.clone());
+        loops.spawn(async move {
+            jobs::run(consumer, h, publisher, cfg, s, t).await;
+            Ok(())
+        });
+    }
+    eprintln!(
+        "clip-worker ready: model {} on {}",
+        args.engine.model,
+        args.nats.urls.join(",")
+    );
+
+    let mut failure = None;
+    tokio::select! {
+        _ = wait_for_signal() => tracing::info!("shutdown requested"),
+        Some(r) = loops.join_next() => {
+            if let Ok(Err(e)) = r { failure = Some(e); }
+        }
+    }
+    shutdown.cancel();
+    let deadline = tokio::time::Instant::now() + args.shutdown_timeout;
+    while let Ok(Some(r)) = tokio::time::timeout_at(deadline, loops.join_next()).await {
+        if let Ok(Err(e)) = r {
+            failure.get_or_insert(e);
+        }
+    }
+    tasks.close();
+    if tokio::time::timeout_at(deadline, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown deadline reached with work in flight; unacknowledged jobs will be redelivered");
+    }
+    let _ = client.flush().await;
+    drop(handler);
+    tokio::task::spawn_blocking(move || pipeline.shutdown())
+        .await
+        .ok();
+    eprintln!("clip-worker stopped");
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,251 @@
+//! One request in, one response out: shared by request/reply and durable jobs.
+
+use super::objects::ObjectFetcher;
+use crate::batch::{Admission, Pipeline};
+use crate::engine::{rank_embedded, Embedded};
+use crate::error::{DocError, ErrorCode};
+use crate::preprocess::input::Document;
+use crate::protocol::{
+    self, embedding_payload, into_documents, EmbeddingDtype, Limits, Request, Response, ResultDoc,
+    Scores, WireDoc,
+};
+use std::sync::Arc;
+
+/// The two jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Encode,
+    Rank,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Encode => "encode",
+            JobKind::Rank => "rank",
+        }
+    }
+}
+
+/// How a request waits for capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmissionMode {
+    /// Answer `overloaded` at once when the worker is full (interactive calls).
+    Reject,
+    /// Wait for room (durable jobs: the consumer already limits what it pulls).
+    Wait,
+}
+
+pub struct Handler {
+    pub pipeline: Arc<Pipeline>,
+    pub model: String,
+    pub limits: Limits,
+    pub objects: Option<ObjectFetcher>,
+    /// The server's `max_payload`: replies larger than this are replaced by an error.
+    pub max_payload: usize,
+}
+
+/// A document slot: where its result goes, and its input if it passed the early checks.
+struct Slot {
+    id: String,
+    doc: Result<Document, DocError>,
+}
+
+impl Handler {
+    /// Handles one payload. Request-level failures come back as a response with `error` set.
+    pub async fn handle(&self, kind: JobKind, payload: &[u8], mode: AdmissionMode) -> Response {
+        let req = match protocol::decode_request(payload) {
+            Ok(r) => r,
+            Err(e) => return Response::failure(None, &self.model, e),
+        };
+        let id = req.id.clone();
+        match self.handle_request(kind, req, mode).await {
+            Ok(r) => r,
+            Err(e) => Response::failure(id, &self.model, e),
+        }
+    }
+
+    async fn handle_request(
+        &self,
+        kind: JobKind,
+        req: Request,
+        mode: AdmissionMode,
+    ) -> Result<Response, DocError> {
+        let params = req.params.clone().unwrap_or_default();
+        if let Some(m) = params.model.as_deref() {
+            if m != self.model {
+                return Err(DocError::new(
+                    ErrorCode::ModelMismatch,
+                    format!("this worker serves `{}`, not `{m}`", self.model),
+                ));
+            }
+        }
+        self.limits.check_request(&req, kind == JobKind::Rank)?;
+        let normalize = params.normalize.unwrap_or(false);
+        let dtype = params.embedding_dtype.unwrap_or_default();
+
+        // Flatten roots and matches into one list of slots, remembering the shape.
+        let mut slots: Vec<Slot> = Vec::new();
+        let mut shape: Vec<(usize, usize)> = Vec::new(); // (root slot, number of matches)
+        for (i, doc) in req.docs.into_iter().enumerate() {
+            let mut doc = doc;
+            let matches = std::mem::take(&mut doc.matches);
+            let root = slots.len();
+            slots.push(self.slot(doc, i).await);
+            if kind == JobKind::Rank {
+                shape.push((root, matches.len()));
+                for (j, m) in matches.into_iter().enumerate() {
+                    slots.push(self.slot(m, j).await);
+                }
+            }
+        }
+
+        let valid: Vec<Document> = slots
+            .iter()
+            .filter_map(|s| s.doc.as_ref().ok().cloned())
+            .collect();
+        let admission: Admission = match mode {
+            AdmissionMode::Reject => self.pipeline.try_admit(valid.len())?,
+            AdmissionMode::Wait => self.pipeline.admit(valid.len()).await?,
+        };
+        let mut embedded = self.pipeline.embed(valid, &admission).await.into_iter();
+        drop(admission);
+        let results: Vec<(String, Result<Embedded, DocError>)> = slots
+            .into_iter()
+            .map(|s| {
+                let r = match s.doc {
+                    Ok(_) => embedded.next().unwrap_or_else(|| {
+                        Err(DocError::new(ErrorCode::Internal, "missing result"))
+                    }),
+                    Err(e) => Err(e),
+                };
+                (s.id, r)
+            })
+            .collect();
+
+        let docs = match kind {
+            JobKind::Encode => results
+                .into_iter()
+                .map(|(id, r)| encoded_doc(id, r, normalize, dtype))
+                .collect(),
+            JobKind::Rank => ranked_docs(results, &shape, normalize, dtype),
+        };
+        Ok(Response {
+            id: req.id,
+            model: self.model.clone(),
+            docs,
+            error: None,
+        })
+    }
+
+    async fn slot(&self, mut doc: WireDoc, position: usize) -> Slot {
+        let id = doc.id.clone().unwrap_or_else(|| position.to_string());
+        let checked = self.limits.check_doc(&doc);
+        let doc = match checked {
+            Err(e) => Err(e),
+            Ok(()) => match doc.object.take() {
+                Some(obj) if doc.text.as_deref().is_none_or(str::is_empty) => match &self.objects {
+                    Some(f) => f.fetch(&obj, self.limits.max_doc_bytes).await.map(|bytes| {
+                        doc.blob = Some(bytes);
+                        doc
+                    }),
+                    None => Err(DocError::new(
+                        ErrorCode::InvalidDocument,
+                        "object store references are not enabled",
+                    )),
+                },
+                _ => Ok(doc),
+            }
+            .and_then(|d| into_documents(d, id.clone())),
+        };
+        Slot { id, doc }
+    }
+}
+
+fn encoded_doc(
+    id: String,
+    r: Result<Embedded, DocError>,
+    normalize: bool,
+    dtype: EmbeddingDtype,
+) -> ResultDoc {
+    match r {
+        Ok(e) => ResultDoc {
+            id,
+            modality: Some(e.modality),
+            embedding: Some(embedding_payload(&e.embedding, normalize, dtype)),
+            scores: None,
+            matches: None,
+            error: None,
+        },
+        Err(e) => ResultDoc::failed(id, &e),
+    }
+}
+
+fn ranked_docs(
+    results: Vec<(String, Result<Embedded, DocError>)>,
+    shape: &[(usize, usize)],
+    normalize: bool,
+    dtype: EmbeddingDtype,
+) -> Vec<ResultDoc> {
+    let mut results = results.into_iter();
+    let mut out = Vec::with_capacity(shape.len());
+    for &(_, n) in shape {
+        let Some((root_id, root)) = results.next() else {
+            break;
+        };
+        let matches: Vec<(String, Result<Embedded, DocError>)> = results.by_ref().take(n).collect();
+        if n == 0 {
+            out.push(ResultDoc::failed(
+                root_id,
+                &DocError::new(
+                    ErrorCode::InvalidDocument,
+                    "a rank document needs at least one match",
+                ),
+            ));
+            continue;
+        }
+        let root = match root {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(ResultDoc::failed(root_id, &e));
+                continue;
+            }
+        };
+        let ids: Vec<String> = matches.iter().map(|(id, _)| id.clone()).collect();
+        let modalities: Vec<_> = matches
+            .iter()
+            .map(|(_, r)| r.as_ref().ok().map(|e| e.modality))
+            .collect();
+        let ranked = rank_embedded(root, matches.into_iter().map(|(_, r)| r).collect());
+        let mut docs: Vec<ResultDoc> = ranked
+            .matches
+            .iter()
+            .map(|m| ResultDoc {
+                id: ids[m.index].clone(),
+                modality: modalities[m.index],
+                embedding: None,
+                scores: Some(Scores {
+                    clip_score: m.clip_score,
+                    clip_score_cosine: m.clip_score_cosine,
+                }),
+                matches: None,
+                error: None,
+            })
+            .collect();
+        docs.extend(
+            ranked
+                .failed
+                .iter()
+                .map(|(i, e)| ResultDoc::failed(ids[*i].clone(), e)),
+        );
+        out.push(ResultDoc {
+            id: root_id,
+            modality: Some(ranked.root.modality),
+            embedding: Some(embedding_payload(&ranked.root.embedding, normalize, dtype)),
+            scores: None,
+            matches: Some(docs),
+            error: None,
+        });
+    }
+    out
+}

@@ -1,0 +1,331 @@
+//! Durable jobs from a JetStream work-queue stream, shared by all workers through one durable
+//! pull consumer. A job is acked only after its result is safely published; transient failures
+//! are nak'ed with a delay; a job that can never succeed gets an error result and is terminated.
+
+use super::handler::{AdmissionMode, Handler, JobKind};
+use super::publish::Publisher;
+use super::service::encode_reply;
+use super::{JOB_ID_HEADER, REPLY_TO_HEADER};
+use crate::error::ErrorCode;
+use crate::protocol::Response;
+use async_nats::jetstream::{self, consumer, stream, AckKind};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    pub stream: String,
+    /// Jobs arrive on `<prefix>.jobs.encode` and `<prefix>.jobs.rank`.
+    pub prefix: String,
+    /// Durable consumer name shared by all workers.
+    pub consumer: String,
+    /// Bind to an existing stream and consumer instead of creating them.
+    pub bind: bool,
+    /// Unacknowledged jobs the server lets the consumer hold (all workers together).
+    pub max_ack_pending: i64,
+    /// How long the server waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// Deliveries before a job that keeps failing transiently is answered with its error.
+    pub max_deliver: i64,
+    /// Delay before a nak'ed job is redelivered.
+    pub nak_delay: Duration,
+    /// Jobs this worker processes at once.
+    pub max_inflight_jobs: usize,
+    /// Where results go when a job has no `Clip-Reply-To` header.
+    pub default_reply_subject: String,
+}
+
+impl JobsConfig {
+    pub fn subjects(&self) -> Vec<String> {
+        vec![
+            format!("{}.jobs.encode", self.prefix),
+            format!("{}.jobs.rank", self.prefix),
+        ]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("JetStream setup: {0}")]
+pub struct JobsError(String);
+
+/// Creates (or binds to) the stream and the durable consumer.
+pub async fn consumer(
+    js: &jetstream::Context,
+    cfg: &JobsConfig,
+) -> Result<consumer::PullConsumer, JobsError> {
+    let err = |e: &dyn std::fmt::Display| JobsError(e.to_string());
+    let stream = if cfg.bind {
+        js.get_stream(&cfg.stream).await.map_err(|e| err(&e))?
+    } else {
+        js.get_or_create_stream(stream::Config {
+            name: cfg.stream.clone(),
+            subjects: cfg.subjects(),
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(&e))?
+    };
+    if cfg.bind {
+        stream
+            .get_consumer::<consumer::pull::Config>(&cfg.consumer)
+            .await
+            .map_err(|e| err(&e))
+    } else {
+        stream
+            .get_or_create_consumer(
+                &cfg.consumer,
+                consumer::pull::Config {
+                    durable_name: Some(cfg.consumer.clone()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: cfg.ack_wait,
+                    max_deliver: cfg.max_deliver,
+                    max_ack_pending: cfg.max_ack_pending,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| err(&e))
+    }
+}
+
+/// Pulls and processes jobs until `shutdown` fires; jobs in progress finish on `tasks`.
+pub async fn run(
+    consumer: consumer::PullConsumer,
+    handler: Arc<Handler>,
+    publisher: Publisher,
+    cfg: JobsConfig,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(cfg.max_inflight_jobs.max(1)));
+    let cfg = Arc::new(cfg);
+    tracing::info!(stream = %cfg.stream, consumer = %cfg.consumer, "durable job consumer ready");
+    'pull: while !shutdown.is_cancelled() {
+        // Pull only as many jobs as there is room for: the rest stay in the stream for others.
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.cancelled() => break,
+        };
+        let want = 1 + slots.available_permits();
+        let batch = consumer
+            .batch()
+            .max_messages(want)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "pulling jobs failed; retrying");
+                drop(first);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut permit = Some(first);
+        loop {
+            let next = tokio::select! {
+                m = batch.next() => m,
+                _ = shutdown.cancelled() => {
+                    // Hand back anything that still arrives for this pull, for another worker.
+                    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(200), batch.next()).await {
+                        let _ = m.ack_with(AckKind::Nak(None)).await;
+                    }
+                    break 'pull;
+                }
+            };
+            let Some(message) = next else { break };
+            let message = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(error = %e, "pull batch ended");
+                    break;
+                }
+            };
+            let slot = match permit.take() {
+                Some(p) => p,
+                None => match slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break 'pull,
+                },
+            };
+            let (handler, publisher, cfg) = (handler.clone(), publisher.clone(), cfg.clone());
+            tasks.spawn(async move {
+                process(message, &handler, &publisher, &cfg).await;
+                drop(slot);
+            });
+        }
+    }
+}
+
+/// What to do with a job once its response is known.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Publish the result, then ack.
+    Deliver,
+    /// Publish the (error) result, then terminate: retrying cannot help.
+    DeliverAndTerminate,
+    /// Put it back for a later attempt.
+    Retry,
+}
+
+fn classify(response: &Response, delivered: i64, max_deliver: i64) -> Outcome {
+    let last_try = max_deliver > 0 && delivered >= max_deliver;
+    if let Some(err) = &response.error {
+        return match err.code {
+            ErrorCode::Overloaded | ErrorCode::ShuttingDown | ErrorCode::Internal if !last_try => {
+                Outcome::Retry
+            }
+            _ => Outcome::DeliverAndTerminate,
+        };
+    }
+    let transient = response.docs.iter().any(|d| {
+        let own = d.error.as_ref().map(|e| e.code);
+        let in_matches = d
+            .matches
+            .iter()
+            .flatten()
+            .filter_map(|m| m.error.as_ref().map(|e| e.code));
+        own.into_iter().chain(in_matches).any(|c| {
+            matches!(
+                c,
+                ErrorCode::Inference | ErrorCode::ShuttingDown | ErrorCode::Overloaded
+            )
+        })
+    });
+    if transient && !last_try {
+        Outcome::Retry
+    } else {
+        Outcome::Deliver
+    }
+}
+
+async fn process(
+    message: jetstream::Message,
+    handler: &Handler,
+    publisher: &Publisher,
+    cfg: &JobsConfig,
+) {
+    let (stream_seq, delivered) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.delivered),
+        Err(_) => (0, 1),
+    };
+    let subject = message.subject.as_str();
+    let header = |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+    };
+    let reply_to = header(REPLY_TO_HEADER).unwrap_or_else(|| cfg.default_reply_subject.clone());
+    let job_id = header("Nats-Msg-Id").unwrap_or_else(|| format!("{}:{stream_seq}", cfg.stream));
+    let kind = if subject.ends_with(".rank") {
+        JobKind::Rank
+    } else {
+        JobKind::Encode
+    };
+    tracing::info!(job = %job_id, kind = kind.as_str(), delivered, "job received");
+
+    // Keep the job ours while it runs: tell the server we are still working on it.
+    let heartbeat = {
+        let m = message.clone();
+        let every = (cfg.ack_wait / 3).max(Duration::from_millis(200));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if m.ack_with(AckKind::Progress).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let response = handler
+        .handle(kind, &message.payload, AdmissionMode::Wait)
+        .await;
+    heartbeat.abort();
+
+    let outcome = classify(&response, delivered, cfg.max_deliver);
+    if outcome == Outcome::Retry {
+        tracing::info!(job = %job_id, delivered, "transient failure; job will be redelivered");
+        let _ = message.ack_with(AckKind::Nak(Some(cfg.nak_delay))).await;
+        return;
+    }
+    let (payload, mut headers) = encode_reply(&response, &handler.model, handler.max_payload);
+    headers.insert(JOB_ID_HEADER, job_id.as_str());
+    // Publishing with the job's id lets a results stream drop the duplicate of a redelivered job.
+    headers.insert("Nats-Msg-Id", job_id.as_str());
+    if let Err(e) = publisher.publish(&reply_to, headers, payload.into()).await {
+        tracing::warn!(job = %job_id, error = %e, "result not published; job will be redelivered");
+        let _ = message.ack_with(AckKind::Nak(Some(cfg.nak_delay))).await;
+        return;
+    }
+    let acked = match outcome {
+        Outcome::DeliverAndTerminate => message.ack_with(AckKind::Term).await,
+        _ => message.double_ack().await,
+    };
+    if let Err(e) = acked {
+        tracing::warn!(job = %job_id, error = %e, "ack failed after the result was published");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::DocError;
+    use crate::protocol::{ResultDoc, WireError};
+
+    fn response(doc_error: Option<ErrorCode>, error: Option<ErrorCode>) -> Response {
+        Response {
+            id: None,
+            model: "m".into(),
+            docs: vec![ResultDoc {
+                id: "0".into(),
+                modality: None,
+                embedding: None,
+                scores: None,
+                matches: None,
+                error: doc_error.map(|code| WireError {
+                    code,
+                    message: String::new(),
+                }),
+            }],
+            error: error.map(|code| DocError::new(code, "x").into()),
+        }
+    }
+
+    #[test]
+    fn outcomes() {
+        assert_eq!(classify(&response(None, None), 1, 5), Outcome::Deliver);
+        assert_eq!(
+            classify(&response(Some(ErrorCode::ImageDecode), None), 1, 5),
+            Outcome::Deliver
+        );
+        assert_eq!(
+            classify(&response(Some(ErrorCode::Inference), None), 1, 5),
+            Outcome::Retry
+        );
+        assert_eq!(
+            classify(&response(Some(ErrorCode::Inference), None), 5, 5),
+            Outcome::Deliver
+        );
+        assert_eq!(
+            classify(&response(None, Some(ErrorCode::BadRequest)), 1, 5),
+            Outcome::DeliverAndTerminate
+        );
+        assert_eq!(
+            classify(&response(None, Some(ErrorCode::ShuttingDown)), 1, 5),
+            Outcome::Retry
+        );
+        assert_eq!(
+            classify(&response(None, Some(ErrorCode::Internal)), 5, 5),
+            Outcome::DeliverAndTerminate
+        );
+    }
+}

