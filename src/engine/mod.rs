@@ -90,22 +90,22 @@ impl Engine {
         let spec = crate::model::lookup(&options.model_name)?;
         let files = ModelFiles::from_folder(&options.model_dir, spec)?;
         let runtime = Runtime::get_or_init(options.ort_lib.as_deref())?;
-        let text_tokenizer =
-            tokenizer::TextTokenizer::load(spec.tokenizer, files.tokenizer.as_deref())?;
+        // Built once (the CLIP vocabulary takes ~0.2 s) and shared by the model and the preprocess pool.
+        let text_tokenizer = Arc::new(tokenizer::TextTokenizer::load(
+            spec.tokenizer,
+            files.tokenizer.as_deref(),
+        )?);
         let model = ClipModel::load(
             runtime,
             &files.textual,
             &files.visual,
             spec.image_size,
-            text_tokenizer,
+            text_tokenizer.clone(),
             &options.session,
         )?;
         let model = Arc::new(model);
         let preprocessor = Preprocessor {
-            tokenizer: Arc::new(tokenizer::TextTokenizer::load(
-                spec.tokenizer,
-                files.tokenizer.as_deref(),
-            )?),
+            tokenizer: text_tokenizer,
             image_size: spec.image_size,
             max_pixels: options.max_pixels,
             fetch: options.fetch.clone(),

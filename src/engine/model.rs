@@ -5,7 +5,7 @@ use super::tokenizer::TextTokenizer;
 use ort::session::Session;
 use ort::value::{Tensor, TensorElementType, ValueType};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
@@ -26,7 +26,7 @@ pub struct ClipModel {
     visual: Mutex<Session>,
     pub image_size: u32,
     pub dim: usize,
-    pub tokenizer: TextTokenizer,
+    pub tokenizer: Arc<TextTokenizer>,
 }
 
 const TEXT_INPUTS: [&str; 2] = ["input_ids", "attention_mask"];
@@ -38,7 +38,7 @@ impl ClipModel {
         textual: &Path,
         visual: &Path,
         image_size: u32,
-        tokenizer: TextTokenizer,
+        tokenizer: Arc<TextTokenizer>,
         config: &SessionConfig,
     ) -> Result<Self, RuntimeError> {
         // The original creates the visual session first; the order only matters for logs.
