@@ -203,3 +203,25 @@ async fn two_workers_share_the_queue_group_and_concurrent_requests_are_coalesced
         "single-document requests were coalesced into batches: max {max_batch}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_over_max_payload_becomes_a_too_large_error_instead_of_a_timeout() {
+    let nats = NatsServer::start_with(Some(8 * 1024));
+    let _worker = Worker::start(&nats.url, &["--mode", "service"]);
+    let client = connect(&nats.url).await;
+    let docs = (0..100).map(|i| text(&format!("t{i}"))).collect();
+    let (resp, headers) = call(&client, "clip.encode", &request(docs)).await;
+    assert_eq!(
+        resp.error.as_ref().map(|e| e.code),
+        Some(ErrorCode::TooLarge),
+        "{:?}",
+        resp.error
+    );
+    assert_eq!(
+        headers.get("Nats-Service-Error-Code").map(|v| v.as_str()),
+        Some("413")
+    );
+    // A request that fits is still served.
+    let (resp, _) = call(&client, "clip.encode", &request(vec![text("small")])).await;
+    assert!(resp.docs[0].embedding.is_some());
+}

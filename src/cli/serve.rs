@@ -163,7 +163,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
         objects: Some(ObjectFetcher {
             jetstream: js.clone(),
         }),
-        max_payload: client.max_payload(),
+        client: client.clone(),
     });
 
     let shutdown = CancellationToken::new();
@@ -204,10 +204,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
                 .unwrap_or_else(|| format!("{}.results", args.prefix)),
         };
         let consumer = jobs::consumer(&js, &cfg).await?;
-        let publisher = Publisher {
-            client: client.clone(),
-            jetstream: js.clone(),
-        };
+        let publisher = Publisher::new(client.clone(), js.clone());
         let (h, s, t) = (handler.clone(), shutdown.clone(), tasks.clone());
         loops.spawn(async move {
             jobs::run(consumer, h, publisher, cfg, s, t).await;

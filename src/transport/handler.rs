@@ -11,6 +11,9 @@ use crate::protocol::{
 };
 use std::sync::Arc;
 
+/// Bytes kept free for reply headers (protocol, job id, service error) under `max_payload`.
+const REPLY_HEADER_ROOM: usize = 1024;
+
 /// The two jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
@@ -41,8 +44,8 @@ pub struct Handler {
     pub model: String,
     pub limits: Limits,
     pub objects: Option<ObjectFetcher>,
-    /// The server's `max_payload`: replies larger than this are replaced by an error.
-    pub max_payload: usize,
+    /// The connection replies go out on; its server's `max_payload` bounds a reply.
+    pub client: async_nats::Client,
 }
 
 /// A document slot: where its result goes, and its input if it passed the early checks.
@@ -52,6 +55,17 @@ struct Slot {
 }
 
 impl Handler {
+    /// Largest reply body that fits the connected server's `max_payload`, leaving room for
+    /// headers. Read per reply: the limit is only known once the server's INFO has arrived, and
+    /// a reconnect may land on a server with another limit.
+    pub fn reply_limit(&self) -> usize {
+        let max_payload = match self.client.server_info().max_payload {
+            0 => 1024 * 1024, // not known yet: the server default
+            n => n,
+        };
+        max_payload.saturating_sub(REPLY_HEADER_ROOM)
+    }
+
     /// Handles one payload. Request-level failures come back as a response with `error` set.
     pub async fn handle(&self, kind: JobKind, payload: &[u8], mode: AdmissionMode) -> Response {
         let req = match protocol::decode_request(payload) {

@@ -257,7 +257,7 @@ async fn process(
         let _ = message.ack_with(AckKind::Nak(Some(cfg.nak_delay))).await;
         return;
     }
-    let (payload, mut headers) = encode_reply(&response, &handler.model, handler.max_payload);
+    let (payload, mut headers) = encode_reply(&response, &handler.model, handler.reply_limit());
     headers.insert(JOB_ID_HEADER, job_id.as_str());
     // Publishing with the job's id lets a results stream drop the duplicate of a redelivered job.
     headers.insert("Nats-Msg-Id", job_id.as_str());

@@ -1,14 +1,24 @@
-//! Publishing results: through JetStream (with a publish ack and de-duplication id) when the
-//! subject belongs to a stream, else as a plain publish followed by a flush.
+//! Publishing results: through JetStream (publish-ack, de-duplication by `Nats-Msg-Id`) when a
+//! stream captures the subject, else as a plain publish followed by a flush.
+//!
+//! Which subjects belong to a stream is looked up once and cached for a while: a JetStream
+//! publish to a plain inbox would wait for an ack that never comes (the subscriber is a
+//! "responder" but not a stream).
 
-use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a "stream or not" answer for a subject is trusted.
+const STREAM_LOOKUP_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Publisher {
     pub client: async_nats::Client,
     pub jetstream: async_nats::jetstream::Context,
+    streams: Arc<Mutex<HashMap<String, (bool, Instant)>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +29,14 @@ pub struct PublishFailed {
 }
 
 impl Publisher {
+    pub fn new(client: async_nats::Client, jetstream: async_nats::jetstream::Context) -> Self {
+        Publisher {
+            client,
+            jetstream,
+            streams: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
     /// Publishes and returns once the result is safe: stored by JetStream, or flushed to the server.
     pub async fn publish(
         &self,
@@ -30,22 +48,46 @@ impl Publisher {
             subject: subject.to_string(),
             message,
         };
-        let ack = self
-            .jetstream
-            .publish_with_headers(subject.to_string(), headers.clone(), payload.clone())
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        match ack.await {
-            Ok(_) => Ok(()),
-            // No stream listens on this subject: deliver it as a plain message.
-            Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
-                self.client
-                    .publish_with_headers(subject.to_string(), headers, payload)
-                    .await
-                    .map_err(|e| fail(e.to_string()))?;
-                self.client.flush().await.map_err(|e| fail(e.to_string()))
+        if self.captured_by_stream(subject).await {
+            let ack = self
+                .jetstream
+                .publish_with_headers(subject.to_string(), headers, payload)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            ack.await.map(|_| ()).map_err(|e| {
+                self.forget(subject);
+                fail(e.to_string())
+            })
+        } else {
+            self.client
+                .publish_with_headers(subject.to_string(), headers, payload)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            self.client.flush().await.map_err(|e| fail(e.to_string()))
+        }
+    }
+
+    async fn captured_by_stream(&self, subject: &str) -> bool {
+        if let Ok(cache) = self.streams.lock() {
+            if let Some((captured, at)) = cache.get(subject) {
+                if at.elapsed() < STREAM_LOOKUP_TTL {
+                    return *captured;
+                }
             }
-            Err(e) => Err(fail(e.to_string())),
+        }
+        let captured = self.jetstream.stream_by_subject(subject).await.is_ok();
+        if let Ok(mut cache) = self.streams.lock() {
+            if cache.len() > 10_000 {
+                cache.clear(); // reply inboxes are unique: keep the cache from growing without end
+            }
+            cache.insert(subject.to_string(), (captured, Instant::now()));
+        }
+        captured
+    }
+
+    fn forget(&self, subject: &str) {
+        if let Ok(mut cache) = self.streams.lock() {
+            cache.remove(subject);
         }
     }
 }

@@ -98,8 +98,7 @@ fn spawn_request(tasks: &TaskTracker, handler: Arc<Handler>, kind: JobKind, requ
         let response = handler
             .handle(kind, &request.message.payload, AdmissionMode::Reject)
             .await;
-        let max = handler.max_payload;
-        let (payload, headers) = encode_reply(&response, &handler.model, max);
+        let (payload, headers) = encode_reply(&response, &handler.model, handler.reply_limit());
         if let Err(e) = request
             .respond_with_headers(Ok(payload.into()), headers)
             .await

@@ -1,0 +1,148 @@
+//! The command line end to end: encode and rank with the fixture model, JSON lines in and out.
+
+mod common;
+
+use common::{fixture_image, fixture_model_dir, repo_root};
+use serde_json::Value;
+use std::process::Command;
+
+fn clip_worker(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_clip-worker"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run clip-worker");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+#[test]
+fn encode_arguments_and_json_lines_with_per_document_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture_model_dir();
+    let png = fixture_image("png_rgb.png");
+    let input = dir.path().join("docs.jsonl");
+    let blob = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        std::fs::read(&png).unwrap(),
+    );
+    std::fs::write(
+        &input,
+        format!(
+            "{{\"id\":\"u\",\"uri\":\"{}\"}}\n{{\"id\":\"b\",\"blob\":\"{blob}\"}}\n{{\"id\":\"x\",\"blob\":\"@@@\"}}\n{{\"id\":\"e\"}}\n",
+            png.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out.jsonl");
+    let (code, _, err) = clip_worker(&[
+        "encode",
+        "--model-dir",
+        model.to_str().unwrap(),
+        "a photo of a cat",
+        png.to_str().unwrap(),
+        "/no/such/file.jpg",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let got = lines(&std::fs::read_to_string(&out).unwrap());
+    let ids: Vec<&str> = got.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["0", "1", "2", "u", "b", "x", "e"]);
+    assert_eq!(got[0]["modality"], "text");
+    assert_eq!(got[1]["modality"], "image");
+    let dim = got[0]["embedding"].as_array().unwrap().len();
+    assert_eq!(dim, 32);
+    assert_eq!(got[2]["error"]["code"], "not_found");
+    // The same image by path, by uri and by blob gives the same embedding.
+    assert_eq!(got[1]["embedding"], got[3]["embedding"]);
+    assert_eq!(got[1]["embedding"], got[4]["embedding"]);
+    assert_eq!(got[5]["error"]["code"], "invalid_document");
+    assert_eq!(got[6]["error"]["code"], "empty_document");
+}
+
+#[test]
+fn rank_query_against_candidates() {
+    let model = fixture_model_dir();
+    let png = fixture_image("png_rgb.png");
+    let (code, stdout, err) = clip_worker(&[
+        "rank",
+        "--model-dir",
+        model.to_str().unwrap(),
+        "--query",
+        png.to_str().unwrap(),
+        "hello, world!",
+        "goodbye, world!",
+        "good!",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let got = lines(&stdout);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["modality"], "image");
+    let matches = got[0]["matches"].as_array().unwrap();
+    let scores: Vec<f64> = matches
+        .iter()
+        .map(|m| m["scores"]["clip_score"].as_f64().unwrap())
+        .collect();
+    assert_eq!(scores.len(), 3);
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]));
+    assert!((scores.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    // Same order as the Python reference for this image and these texts (rank.json, image_to_texts).
+    let order: Vec<&str> = matches.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(order, ["0", "2", "1"]);
+}
+
+#[test]
+fn cuda_without_a_cuda_runtime_fails_loudly_and_bad_models_are_explained() {
+    let model = fixture_model_dir();
+    let (code, _, err) = clip_worker(&[
+        "encode",
+        "--device",
+        "cuda",
+        "--model-dir",
+        model.to_str().unwrap(),
+        "hi",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("CUDA was requested"), "{err}");
+
+    let (code, _, err) = clip_worker(&["encode", "--model", "ViT-B-32::laion2b_s34b_b79k", "hi"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("unknown model") && err.contains("- ViT-B-32::openai"),
+        "{err}"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = clip_worker(&[
+        "encode",
+        "--model-dir",
+        empty.path().to_str().unwrap(),
+        "hi",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("textual.onnx"), "{err}");
+
+    let (code, _, err) = clip_worker(&[
+        "encode",
+        "--ort-lib",
+        "/nonexistent/libonnxruntime.so",
+        "--model-dir",
+        model.to_str().unwrap(),
+        "hi",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("ONNX Runtime library not found"), "{err}");
+}
