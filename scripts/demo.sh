@@ -25,7 +25,7 @@ worker_pid=$!
 for _ in $(seq 1 200); do grep -q "clip-worker ready" "$work/worker.log" 2>/dev/null && break; sleep 0.1; done
 grep -q "clip-worker ready" "$work/worker.log" || { cat "$work/worker.log"; exit 1; }
 
-img=tests/fixtures/images/$(ls tests/fixtures/images | grep -E '\.(jpg|png)$' | head -n 1)
+img=tests/fixtures/images/png_rgb.png
 echo "== encode (request/reply): a sentence and $img"
 "$BIN" submit encode --nats-url "$url" "a photo of a cat" "$img" \
   | python3 -c 'import json,sys
@@ -38,10 +38,14 @@ echo "== encode (durable JetStream job)"
 for l in sys.stdin:
     d=json.loads(l); print(d["id"], d.get("modality"), "dim=%d" % len(d["embedding"]))'
 echo "== rank: which caption fits $img best?"
-"$BIN" submit rank --nats-url "$url" --query "$img" "a photo of a cat" "a photo of a dog" "a city at night" "a bowl of soup" \
-  | python3 -c 'import json,sys
-for l in sys.stdin:
-    d=json.loads(l)
-    for m in d["matches"]:
-        s=m.get("scores",{}); print(f"  {m[\"id\"]:>3}  clip_score={s.get(\"clip_score\",0):.4f}  cosine={s.get(\"clip_score_cosine\",0):+.4f}")'
-echo "(the fixture model has random weights: the numbers are real CLIP maths, the ranking is not meaningful)"
+captions=("a photo of a cat" "a photo of a dog" "a city at night" "a bowl of soup")
+"$BIN" submit rank --nats-url "$url" --query "$img" "${captions[@]}" \
+  | python3 -c '
+import json, sys
+captions = sys.argv[1:]
+for line in sys.stdin:
+    for m in json.loads(line)["matches"]:
+        s = m.get("scores", {})
+        print("  %-18s clip_score=%.4f  cosine=%+.4f" % (captions[int(m["id"])], s.get("clip_score", 0), s.get("clip_score_cosine", 0)))
+' "${captions[@]}"
+echo "(the bundled model has random weights: the numbers are real CLIP maths, the ranking means nothing)"

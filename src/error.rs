@@ -6,8 +6,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A stable, machine-readable error code.
+///
+/// Decoding is lenient: a code this build does not know (added by a newer worker under the
+/// additive v1 rules) becomes [`ErrorCode::Unknown`] instead of failing the whole response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", from = "String")]
 pub enum ErrorCode {
     /// The document has no text, blob, uri or tensor.
     EmptyDocument,
@@ -35,7 +38,36 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A bug or an unexpected condition.
     Internal,
+    /// A code from a newer protocol revision (only produced when decoding).
+    Unknown,
 }
+
+impl From<String> for ErrorCode {
+    fn from(code: String) -> Self {
+        ALL_CODES
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == code)
+            .unwrap_or(ErrorCode::Unknown)
+    }
+}
+
+const ALL_CODES: [ErrorCode; 14] = [
+    ErrorCode::EmptyDocument,
+    ErrorCode::InvalidDocument,
+    ErrorCode::ImageDecode,
+    ErrorCode::UnsupportedImage,
+    ErrorCode::NotFound,
+    ErrorCode::Fetch,
+    ErrorCode::TooLarge,
+    ErrorCode::Inference,
+    ErrorCode::ModelMismatch,
+    ErrorCode::BadRequest,
+    ErrorCode::Overloaded,
+    ErrorCode::ShuttingDown,
+    ErrorCode::Internal,
+    ErrorCode::Unknown,
+];
 
 impl ErrorCode {
     pub fn as_str(self) -> &'static str {
@@ -53,6 +85,7 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
         }
     }
 }
@@ -77,5 +110,21 @@ impl DocError {
             code,
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_unknown_codes_decode_leniently() {
+        for code in ALL_CODES {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+        }
+        let future: ErrorCode = serde_json::from_str("\"quota_exceeded\"").unwrap();
+        assert_eq!(future, ErrorCode::Unknown);
     }
 }

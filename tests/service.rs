@@ -225,3 +225,102 @@ async fn a_reply_over_max_payload_becomes_a_too_large_error_instead_of_a_timeout
     let (resp, _) = call(&client, "clip.encode", &request(vec![text("small")])).await;
     assert!(resp.docs[0].embedding.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_request_does_not_starve_a_small_one() {
+    let nats = NatsServer::start_with(Some(8 * 1024 * 1024));
+    let _worker = Worker::start(&nats.url, &["--mode", "service"]);
+    let client = connect(&nats.url).await;
+    let big = request((0..256).map(|i| image(png(i as u8, 160, 120))).collect());
+    let big_client = client.clone();
+    let big_call = tokio::spawn(async move {
+        let (resp, _) = call(&big_client, "clip.encode", &big).await;
+        (tokio::time::Instant::now(), resp)
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (small, _) = call(
+        &client,
+        "clip.encode",
+        &request(vec![text("quick question")]),
+    )
+    .await;
+    let small_done = tokio::time::Instant::now();
+    assert!(small.docs[0].embedding.is_some());
+    let (big_done, big) = big_call.await.unwrap();
+    assert_eq!(big.docs.len(), 256);
+    assert!(big.docs.iter().all(|d| d.embedding.is_some()));
+    assert!(
+        small_done < big_done,
+        "the small request was answered while the large one was still running"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_worker_answers_overloaded_at_once() {
+    let nats = NatsServer::start();
+    let _worker = Worker::start(
+        &nats.url,
+        &[
+            "--mode",
+            "service",
+            "--max-inflight-docs",
+            "4",
+            "--minibatch-size",
+            "4",
+        ],
+    );
+    let client = connect(&nats.url).await;
+    let calls = (0..12).map(|i| {
+        let client = client.clone();
+        async move {
+            let docs = (0..4).map(|k| image(png(i * 4 + k, 200, 150))).collect();
+            call(&client, "clip.encode", &request(docs)).await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let overloaded: Vec<_> = results
+        .iter()
+        .filter(|(r, _)| r.error.as_ref().map(|e| e.code) == Some(ErrorCode::Overloaded))
+        .collect();
+    assert!(
+        !overloaded.is_empty(),
+        "some requests found the worker full"
+    );
+    for (_, headers) in &overloaded {
+        assert_eq!(
+            headers.get("Nats-Service-Error-Code").map(|v| v.as_str()),
+            Some("503")
+        );
+    }
+    let served = results.iter().filter(|(r, _)| r.error.is_none()).count();
+    assert!(served > 0);
+    assert!(results
+        .iter()
+        .filter(|(r, _)| r.error.is_none())
+        .all(|(r, _)| r.docs.iter().all(|d| d.embedding.is_some())));
+    assert_eq!(
+        served + overloaded.len(),
+        12,
+        "every request got a definite answer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_authenticates_with_a_token() {
+    let nats = NatsServer::start_with_args(&["--auth", "s3cret-token"]);
+    let _worker = Worker::start(
+        &nats.url,
+        &["--mode", "service", "--nats-token", "s3cret-token"],
+    );
+    let client = async_nats::ConnectOptions::with_token("s3cret-token".into())
+        .connect(&nats.url)
+        .await
+        .expect("connect with token");
+    let (resp, _) = call(
+        &client,
+        "clip.encode",
+        &request(vec![text("authenticated")]),
+    )
+    .await;
+    assert!(resp.docs[0].embedding.is_some());
+}

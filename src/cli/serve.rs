@@ -181,11 +181,21 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
             shutdown.clone(),
             tasks.clone(),
         );
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         loops.spawn(async move {
-            service::run(c, h, cfg, s, t)
+            service::run(c, h, cfg, s, t, ready_tx)
                 .await
                 .map_err(ServeError::from)
         });
+        // Announce readiness only once the endpoints are subscribed (or report why they are not).
+        if ready_rx.await.is_err() {
+            if let Some(Ok(Err(e))) = loops.join_next().await {
+                return Err(e);
+            }
+            return Err(ServeError::Runtime(
+                "request/reply service stopped during start-up".into(),
+            ));
+        }
     }
     if args.mode != Mode::Service {
         let cfg = JobsConfig {

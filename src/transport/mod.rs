@@ -30,6 +30,6 @@ pub fn service_error_code(code: ErrorCode) -> u16 {
         ErrorCode::TooLarge => 413,
         ErrorCode::Overloaded | ErrorCode::ShuttingDown => 503,
         ErrorCode::Fetch => 502,
-        ErrorCode::Inference | ErrorCode::Internal => 500,
+        ErrorCode::Inference | ErrorCode::Internal | ErrorCode::Unknown => 500,
     }
 }

@@ -35,6 +35,7 @@ pub async fn run(
     config: ServiceConfig,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), ServiceError> {
     let stats = handler.pipeline.stats.clone();
     let pipeline = handler.pipeline.clone();
@@ -67,7 +68,13 @@ pub async fn run(
         .endpoint("rank")
         .await
         .map_err(|e| ServiceError(e.to_string()))?;
+    // The subscriptions must be on the server before the worker calls itself ready.
+    client
+        .flush()
+        .await
+        .map_err(|e| ServiceError(e.to_string()))?;
     tracing::info!(prefix = %config.prefix, queue = %config.queue_group, "request/reply endpoints ready");
+    let _ = ready.send(());
 
     loop {
         let (kind, request) = tokio::select! {

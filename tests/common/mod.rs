@@ -43,9 +43,26 @@ pub struct NatsServer {
     pub url: String,
     store: tempfile::TempDir,
     max_payload: Option<usize>,
+    extra: Vec<String>,
 }
 
 impl NatsServer {
+    /// Starts with extra `nats-server` arguments (e.g. `--auth TOKEN`).
+    pub fn start_with_args(extra: &[&str]) -> Self {
+        let port = free_port();
+        let store = tempfile::tempdir().expect("tempdir");
+        let mut s = NatsServer {
+            child: None,
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+            store,
+            max_payload: None,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
     pub fn start() -> Self {
         Self::start_with(None)
     }
@@ -60,6 +77,7 @@ impl NatsServer {
             url: format!("nats://127.0.0.1:{port}"),
             store,
             max_payload,
+            extra: Vec::new(),
         };
         s.spawn();
         s
