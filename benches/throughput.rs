@@ -19,7 +19,7 @@ fn jpeg(width: u32, height: u32) -> Vec<u8> {
         state ^= state << 13;
         state ^= state >> 17;
         state ^= state << 5;
-        let n = (state % 24) as u32;
+        let n = state % 24;
         ::image::Rgb([
             ((x * 200 / width) + n) as u8,
             ((y * 180 / height) + n) as u8,

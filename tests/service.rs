@@ -140,12 +140,14 @@ async fn bad_payloads_get_request_level_errors_and_the_worker_keeps_serving() {
     );
 
     // A tensor with a bad shape fails alone.
-    let mut bad_tensor = WireDoc::default();
-    bad_tensor.tensor = Some(clip_worker::protocol::WireTensor {
-        dtype: "uint8".into(),
-        shape: vec![4, 4, 3],
-        data: vec![0; 5],
-    });
+    let bad_tensor = WireDoc {
+        tensor: Some(clip_worker::protocol::WireTensor {
+            dtype: "uint8".into(),
+            shape: vec![4, 4, 3],
+            data: vec![0; 5],
+        }),
+        ..Default::default()
+    };
     let (resp, _) = call(
         &client,
         "clip.encode",

@@ -1,0 +1,419 @@
+//! Image preprocessing fidelity against the Pillow reference.
+//!
+//! `tests/fixtures/images/reference.json` and `crops/*.png` are produced by
+//! `scripts/fixtures/ref_image.py` with Pillow 13 (the CLIP-as-service pipeline: open, bicubic
+//! resize in the image's own mode, centre crop, `convert('RGB')`). Lossless formats must match
+//! bit for bit; lossy ones (JPEG, lossy WebP) within one 8-bit level per value, because the
+//! Rust decoders are not libjpeg-turbo / libwebp. AVIF must be reported as unsupported.
+//!
+//! Run with `cargo test --test image_fidelity -- --nocapture` to see the per-image report.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use clip_worker::preprocess::image::{
+    normalize_into, preprocess_bytes, preprocess_tensor, ImageError, RgbCrop, DEFAULT_MAX_PIXELS,
+};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    images: Vec<ImageCase>,
+    tensors: Vec<TensorCase>,
+    normalization: Vec<NormCase>,
+}
+
+#[derive(Deserialize)]
+struct ImageCase {
+    file: String,
+    format: String,
+    pil_mode: String,
+    width: u32,
+    height: u32,
+    lossless: bool,
+    expect: String,
+    size: u32,
+    crop_sha256: String,
+    crop_png: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TensorCase {
+    name: String,
+    shape: Vec<usize>,
+    data_b64: String,
+    size: u32,
+    crop_sha256: String,
+}
+
+#[derive(Deserialize)]
+struct NormCase {
+    crop_png: String,
+    size: u32,
+    mean: [f64; 3],
+    std: [f64; 3],
+    samples: Vec<(usize, usize, usize, f64)>,
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images")
+}
+
+fn reference() -> Reference {
+    let text = std::fs::read_to_string(fixtures().join("reference.json"))
+        .expect("tests/fixtures/images/reference.json (run scripts/fixtures/ref_image.py)");
+    serde_json::from_str(&text).expect("valid reference.json")
+}
+
+/// Decode a reference crop PNG (8-bit RGB) into an `RgbCrop`.
+fn read_crop(rel: &str) -> RgbCrop {
+    let bytes = std::fs::read(fixtures().join(rel)).expect("crop png");
+    let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    dec.set_transformations(png::Transformations::EXPAND);
+    let mut reader = dec.read_info().expect("png header");
+    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut buf).expect("png data");
+    assert_eq!(info.color_type, png::ColorType::Rgb, "{rel}");
+    assert_eq!(info.bit_depth, png::BitDepth::Eight, "{rel}");
+    assert_eq!(info.width, info.height, "{rel}");
+    buf.truncate(info.buffer_size());
+    RgbCrop {
+        size: info.width,
+        data: buf,
+    }
+}
+
+/// Per-format tally for the report.
+#[derive(Default)]
+struct Tally {
+    cases: usize,
+    exact: usize,
+    max_diff: u8,
+    differing_values: usize,
+}
+
+#[test]
+fn crops_match_pillow() {
+    let reference = reference();
+    let mut tally: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut failures = Vec::new();
+    println!(
+        "{:<34} {:>4} {:<6} {:<5} {:>9}  result",
+        "file", "S", "format", "mode", "size"
+    );
+    for case in &reference.images {
+        let bytes = std::fs::read(fixtures().join(&case.file)).expect("fixture image");
+        let label = format!(
+            "{:<34} {:>4} {:<6} {:<5} {:>9}",
+            case.file,
+            case.size,
+            case.format,
+            case.pil_mode,
+            format!("{}x{}", case.width, case.height)
+        );
+        let t = tally.entry(case.format.clone()).or_default();
+        t.cases += 1;
+        let result = preprocess_bytes(&bytes, case.size, DEFAULT_MAX_PIXELS);
+        if case.expect == "unsupported" {
+            match result {
+                Err(ImageError::Unsupported(msg)) if msg.contains(&case.format) => {
+                    println!("{label}  unsupported as expected ({msg})");
+                    t.exact += 1;
+                }
+                other => {
+                    println!("{label}  FAIL: expected Unsupported, got {other:?}");
+                    failures.push(format!("{}: expected Unsupported", case.file));
+                }
+            }
+            continue;
+        }
+        let crop = match result {
+            Ok(c) => c,
+            Err(e) => {
+                println!("{label}  FAIL: {e}");
+                failures.push(format!("{} (S={}): {e}", case.file, case.size));
+                continue;
+            }
+        };
+        assert_eq!(crop.size, case.size);
+        assert_eq!(crop.data.len(), (case.size * case.size * 3) as usize);
+        let hash_ok = sha256_hex(&crop.data) == case.crop_sha256;
+        let expected = case.crop_png.as_deref().map(read_crop);
+        if let Some(exp) = &expected {
+            assert_eq!(
+                sha256_hex(&exp.data),
+                case.crop_sha256,
+                "{} does not match its hash",
+                case.crop_png.as_deref().unwrap_or_default()
+            );
+        }
+        let (max_diff, count, first) = match &expected {
+            Some(exp) => diff(&crop.data, &exp.data, case.size as usize),
+            None => (u8::from(!hash_ok), usize::from(!hash_ok), None),
+        };
+        t.max_diff = t.max_diff.max(max_diff);
+        t.differing_values += count;
+        if hash_ok {
+            t.exact += 1;
+        }
+        let tolerance = if case.lossless { 0 } else { 1 };
+        let verdict = if max_diff <= tolerance { "ok" } else { "FAIL" };
+        println!(
+            "{label}  {verdict}: {} (max diff {max_diff}, {count} values differ{})",
+            if hash_ok { "bit-identical" } else { "differs" },
+            first
+                .map(|(x, y, c)| format!(", first at x={x} y={y} c={c}"))
+                .unwrap_or_default()
+        );
+        if max_diff > tolerance {
+            failures.push(format!(
+                "{} (S={}): max diff {max_diff} > {tolerance}, {count} values differ",
+                case.file, case.size
+            ));
+        }
+    }
+
+    println!("\nper format: cases, bit-identical, max diff, differing values");
+    for (format, t) in &tally {
+        println!(
+            "  {format:<6} {:>3} {:>3} {:>3} {:>7}",
+            t.cases, t.exact, t.max_diff, t.differing_values
+        );
+    }
+    assert!(failures.is_empty(), "mismatches:\n{}", failures.join("\n"));
+}
+
+/// (max abs difference, number of differing values, first differing (x, y, channel)).
+fn diff(a: &[u8], b: &[u8], size: usize) -> (u8, usize, Option<(usize, usize, usize)>) {
+    let mut max = 0u8;
+    let mut count = 0;
+    let mut first = None;
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let d = x.abs_diff(*y);
+        if d > 0 {
+            count += 1;
+            max = max.max(d);
+            first.get_or_insert(((i / 3) % size, i / 3 / size, i % 3));
+        }
+    }
+    (max, count, first)
+}
+
+#[test]
+fn tensors_match_pillow() {
+    let reference = reference();
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut failures = Vec::new();
+    for case in &reference.tensors {
+        let data = engine.decode(&case.data_b64).expect("base64");
+        let crop = preprocess_tensor(&data, &case.shape, case.size, DEFAULT_MAX_PIXELS)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let ok = sha256_hex(&crop.data) == case.crop_sha256;
+        println!(
+            "tensor {:<20} {:?}: {}",
+            case.name,
+            case.shape,
+            if ok { "bit-identical" } else { "DIFFERS" }
+        );
+        if !ok {
+            failures.push(case.name.clone());
+        }
+    }
+    assert!(failures.is_empty(), "tensor mismatches: {failures:?}");
+}
+
+#[test]
+fn normalization_matches_numpy_float32() {
+    let reference = reference();
+    for case in &reference.normalization {
+        let crop = read_crop(&case.crop_png);
+        assert_eq!(crop.size, case.size);
+        let plane = (case.size * case.size) as usize;
+        let mut out = vec![0f32; 3 * plane];
+        normalize_into(&crop, &mut out);
+        for c in 0..3 {
+            let ch = &out[c * plane..(c + 1) * plane];
+            let mean = ch.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64;
+            let var = ch
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / plane as f64;
+            println!(
+                "{} channel {c}: mean {mean:.7} (ref {:.7}), std {:.7} (ref {:.7})",
+                case.crop_png,
+                case.mean[c],
+                var.sqrt(),
+                case.std[c]
+            );
+            assert!(
+                (mean - case.mean[c]).abs() < 1e-6,
+                "{} mean {c}",
+                case.crop_png
+            );
+            assert!(
+                (var.sqrt() - case.std[c]).abs() < 1e-6,
+                "{} std {c}",
+                case.crop_png
+            );
+        }
+        for &(c, y, x, v) in &case.samples {
+            let got = out[c * plane + y * case.size as usize + x];
+            assert!(
+                (f64::from(got) - v).abs() < 1e-6,
+                "{} [{c},{y},{x}]: {got} vs {v}",
+                case.crop_png
+            );
+        }
+    }
+}
+
+/// Mutated fixtures (bit flips, truncations, inserted markers, deletions) must give an image or
+/// an error, and no decoder may panic, not even one that the library's `catch_unwind` guard
+/// would contain. Panics are detected with a panic hook, counted for this thread only.
+#[test]
+fn mutated_fixtures_never_panic() {
+    use std::sync::{Arc, Mutex};
+    let panics: Arc<Mutex<Vec<String>>> = Arc::default();
+    let me = std::thread::current().id();
+    let seen = Arc::clone(&panics);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == me {
+            if let Ok(mut v) = seen.lock() {
+                v.push(info.to_string());
+            }
+        }
+    }));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .expect("fixture folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && !matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "md"))
+        })
+        .collect();
+    files.sort();
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut rnd = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as usize
+    };
+    let (mut decoded, mut rejected) = (0, 0);
+    for file in &files {
+        let good = std::fs::read(file).expect("fixture");
+        for round in 0..30 {
+            let mut b = good.clone();
+            let len = b.len();
+            match round % 4 {
+                0 => {
+                    for _ in 0..1 + rnd() % 6 {
+                        b[rnd() % len] ^= (rnd() as u8) | 1;
+                    }
+                }
+                1 => b.truncate(1 + rnd() % len),
+                2 => {
+                    let p = rnd() % len;
+                    b.splice(p..p, [0xFF, rnd() as u8]);
+                }
+                _ => {
+                    let p = rnd() % len;
+                    let n = (rnd() % 64).min(len - p);
+                    b.drain(p..p + n);
+                }
+            }
+            match preprocess_bytes(&b, [7, 224][round % 2], 50_000_000) {
+                Ok(_) => decoded += 1,
+                Err(_) => rejected += 1,
+            }
+        }
+    }
+    std::panic::set_hook(previous);
+    println!("mutated inputs: {decoded} decoded, {rejected} rejected");
+    let panics = panics.lock().map(|v| v.clone()).unwrap_or_default();
+    assert!(panics.is_empty(), "decoder panics: {panics:#?}");
+}
+
+/// SHA-256 (FIPS 180-4), hex encoded; enough for comparing crops with the reference hashes.
+fn sha256_hex(data: &[u8]) -> String {
+    const K: [u32; 64] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2,
+    ];
+    let mut h: [u32; 8] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+        0x5be0cd19,
+    ];
+    let mut msg = data.to_vec();
+    let bit_len = (data.len() as u64).wrapping_mul(8);
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&bit_len.to_be_bytes());
+    for block in msg.chunks_exact(64) {
+        let mut w = [0u32; 64];
+        for (i, word) in block.chunks_exact(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..64 {
+            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
+            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16]
+                .wrapping_add(s0)
+                .wrapping_add(w[i - 7])
+                .wrapping_add(s1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = h;
+        for i in 0..64 {
+            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
+            let ch = (e & f) ^ (!e & g);
+            let t1 = hh
+                .wrapping_add(s1)
+                .wrapping_add(ch)
+                .wrapping_add(K[i])
+                .wrapping_add(w[i]);
+            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
+            let maj = (a & b) ^ (a & c) ^ (b & c);
+            let t2 = s0.wrapping_add(maj);
+            hh = g;
+            g = f;
+            f = e;
+            e = d.wrapping_add(t1);
+            d = c;
+            c = b;
+            b = a;
+            a = t1.wrapping_add(t2);
+        }
+        for (x, v) in h.iter_mut().zip([a, b, c, d, e, f, g, hh]) {
+            *x = x.wrapping_add(v);
+        }
+    }
+    h.iter().map(|v| format!("{v:08x}")).collect()
+}
+
+#[test]
+fn sha256_known_vectors() {
+    assert_eq!(
+        sha256_hex(b""),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert_eq!(
+        sha256_hex(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(
+        sha256_hex(&[b'a'; 1_000]),
+        "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3"
+    );
+}
