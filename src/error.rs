@@ -18,7 +18,7 @@ pub enum ErrorCode {
     InvalidDocument,
     /// The bytes could not be decoded as an image.
     ImageDecode,
-    /// The bytes are an image in a format this build cannot decode (e.g. AVIF).
+    /// The bytes are an image in a format this build cannot decode (e.g. arithmetic-coded JPEG, 10-bit AVIF).
     UnsupportedImage,
     /// A local path named by the document does not exist or cannot be read.
     NotFound,

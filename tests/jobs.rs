@@ -276,3 +276,124 @@ async fn sigterm_answers_in_flight_requests_and_leaves_no_job_behind() {
         "no duplicate results"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_job_is_kept_alive_by_in_progress_acks() {
+    let nats = NatsServer::start_with(Some(8 * 1024 * 1024));
+    // The job takes several ack-wait periods; without in-progress acks it would be redelivered.
+    let w = Worker::start(
+        &nats.url,
+        &[
+            "--mode",
+            "jobs",
+            "--ack-wait",
+            "1s",
+            "--minibatch-size",
+            "4",
+            "--max-batch-delay",
+            "400ms",
+        ],
+    );
+    let client = connect(&nats.url).await;
+    let js = jetstream::new(client.clone());
+    results_stream(&js).await;
+    // A job whose minibatches never fill: each waits the whole (long) batch delay, so the job
+    // runs for several ack-wait periods (chunks of 4 documents, 2 chunks in flight: 2 texts and
+    // 6 images queued, against minibatches of 4).
+    let docs = (0..40)
+        .map(|i| {
+            if i % 4 == 0 {
+                text(&format!("t{i}"))
+            } else {
+                image(png(i as u8, 64, 48))
+            }
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    submit(&js, "encode", "long-1", "results.long-1", &request(docs)).await;
+    let results = read_results(&js, 1, Duration::from_secs(120)).await;
+    let took = started.elapsed();
+    let (copies, resp) = results.get("long-1").expect("result");
+    assert_eq!(*copies, 1);
+    assert_eq!(resp.docs.len(), 40);
+    let log = w.log.lock().unwrap().join("\n");
+    assert!(
+        took > Duration::from_secs(1),
+        "the job outlasted the 1 s ack wait ({took:?})"
+    );
+    assert_eq!(
+        log.matches("job received").count(),
+        1,
+        "delivered only once:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_bind_to_an_existing_stream_and_consumer_when_told_to() {
+    let nats = NatsServer::start();
+    let client = connect(&nats.url).await;
+    let js = jetstream::new(client.clone());
+    results_stream(&js).await;
+
+    // Binding to something that does not exist fails at start-up with a clear message.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clip-worker"))
+        .args([
+            "serve",
+            "--mode",
+            "jobs",
+            "--bind-existing",
+            "--stream",
+            "MY_JOBS",
+            "--consumer",
+            "mine",
+        ])
+        .args(["--nats-url", &nats.url, "--device", "cpu"])
+        .arg("--model-dir")
+        .arg(common::fixture_model_dir())
+        .current_dir(common::repo_root())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JetStream setup"));
+
+    // Provisioned by an operator, with its own names and settings.
+    let stream = js
+        .create_stream(stream::Config {
+            name: "MY_JOBS".into(),
+            subjects: vec!["clip.jobs.>".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("mine".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let _w = Worker::start(
+        &nats.url,
+        &[
+            "--mode",
+            "jobs",
+            "--bind-existing",
+            "--stream",
+            "MY_JOBS",
+            "--consumer",
+            "mine",
+        ],
+    );
+    submit(
+        &js,
+        "encode",
+        "bound-1",
+        "results.bound-1",
+        &request(vec![text("hello")]),
+    )
+    .await;
+    let results = read_results(&js, 1, Duration::from_secs(30)).await;
+    assert!(results["bound-1"].1.docs[0].embedding.is_some());
+}

@@ -79,7 +79,13 @@ mod tests {
     #[test]
     fn cosine_is_clipped_and_handles_zero_vectors() {
         assert_eq!(cosine(&[1.0, 0.0], &[1.0, 0.0]), 1.0);
-        assert_eq!(cosine(&[1.0, 0.0], &[-1.0, 0.0]), -1.0);
+        // The eps in the numerator keeps opposite vectors just above -1, as in the original.
+        let opposite = cosine(&[1.0, 0.0], &[-1.0, 0.0]);
+        assert!(
+            (opposite - (-1.0 + 1e-7) / (1.0 + 1e-7)).abs() < 1e-15,
+            "{opposite}"
+        );
+        assert_eq!(cosine(&[3.0, 0.0], &[3.0, 0.0]), 1.0, "clipped at 1");
         // Zero vectors: (0 + eps) / (0 + eps) = 1, as the original's formula gives.
         assert_eq!(cosine(&[0.0, 0.0], &[0.0, 0.0]), 1.0);
     }

@@ -226,12 +226,14 @@ async fn process(
     };
     let reply_to = header(REPLY_TO_HEADER).unwrap_or_else(|| cfg.default_reply_subject.clone());
     let job_id = header("Nats-Msg-Id").unwrap_or_else(|| format!("{}:{stream_seq}", cfg.stream));
-    let kind = if subject.ends_with(".rank") {
-        JobKind::Rank
+    let kind = if subject.ends_with(".encode") {
+        Some(JobKind::Encode)
+    } else if subject.ends_with(".rank") {
+        Some(JobKind::Rank)
     } else {
-        JobKind::Encode
+        None
     };
-    tracing::info!(job = %job_id, kind = kind.as_str(), delivered, "job received");
+    tracing::info!(job = %job_id, subject, delivered, "job received");
 
     // Keep the job ours while it runs: tell the server we are still working on it.
     let heartbeat = {
@@ -246,9 +248,18 @@ async fn process(
             }
         })
     };
-    let response = handler
-        .handle(kind, &message.payload, AdmissionMode::Wait)
-        .await;
+    let response = match kind {
+        Some(kind) => handler.handle(kind, &message.payload, AdmissionMode::Wait).await,
+        // A stream bound with wider subjects can hold jobs no worker knows: answer, don't retry.
+        None => Response::failure(
+            None,
+            &handler.model,
+            crate::error::DocError::new(
+                ErrorCode::BadRequest,
+                format!("`{subject}` is not a job subject: use `<prefix>.jobs.encode` or `<prefix>.jobs.rank`"),
+            ),
+        ),
+    };
     heartbeat.abort();
 
     let outcome = classify(&response, delivered, cfg.max_deliver);

@@ -147,6 +147,8 @@ fn wait_for_port(port: u16, timeout: Duration) {
 pub struct Worker {
     child: Option<Child>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Set when the worker's stderr closes (it exited).
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Worker {
@@ -173,6 +175,8 @@ impl Worker {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = log.clone();
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let closed_flag = closed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var_os("CLIP_WORKER_TEST_LOG").is_some() {
@@ -180,10 +184,12 @@ impl Worker {
                 }
                 sink.lock().unwrap().push(line);
             }
+            closed_flag.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         let w = Worker {
             child: Some(child),
             log,
+            closed,
         };
         w.wait_for_log("clip-worker ready", Duration::from_secs(60));
         w
@@ -194,6 +200,9 @@ impl Worker {
         while start.elapsed() < timeout {
             if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
                 return;
+            }
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                break; // the worker is gone: no point waiting
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -208,9 +217,10 @@ impl Worker {
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
+        // The shell's built-in `kill`: no dependency on procps being installed.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{sig} {}", self.pid()))
             .status();
     }
 

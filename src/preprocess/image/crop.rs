@@ -25,7 +25,7 @@ pub(crate) fn resized_size(width: usize, height: usize, s: usize) -> (usize, usi
 pub(crate) fn crop_offset(dim: usize, s: usize) -> usize {
     let d = dim.saturating_sub(s);
     let half = d / 2;
-    if d % 2 == 0 || half % 2 == 0 {
+    if d.is_multiple_of(2) || half.is_multiple_of(2) {
         half
     } else {
         half + 1

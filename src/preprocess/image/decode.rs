@@ -9,10 +9,11 @@
 //! | BMP | image | `RGB`, `RGBA`, `P`, or `L`/`1` for a grey palette |
 //! | TIFF | image | `1`, `L`, `RGB`, `RGBA`, `I;16` (not CMYK, palette, grey+alpha, 16-bit colour) |
 //! | WebP | image | `RGB`, `RGBA` |
+//! | AVIF | `super::avif` (rav1d + libyuv arithmetic, 8-bit) | `RGB`, `RGBA`, `L` (4:0:0) |
 //!
-//! AVIF (and a few other formats Pillow may open) are recognised and reported as
-//! [`ImageError::Unsupported`]. Every decoder checks `width*height` against `max_pixels` from
-//! the header, before allocating pixel buffers.
+//! HEIF/HEIC, JPEG 2000, JPEG XL and a few other formats Pillow may open are recognised and
+//! reported as [`ImageError::Unsupported`] (as are 10/12-bit AVIFs). Every decoder checks
+//! `width*height` against `max_pixels` from the header, before allocating pixel buffers.
 
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -31,6 +32,7 @@ pub(crate) enum Format {
     Bmp,
     Tiff,
     WebP,
+    Avif,
     /// Recognised but not decodable here; the name of the format.
     Unsupported(&'static str),
     Unknown,
@@ -55,7 +57,7 @@ pub(crate) fn sniff(b: &[u8]) -> Format {
         Format::WebP
     } else if at(4, b"ftyp") {
         match b.get(8..12) {
-            Some(b"avif" | b"avis") => Format::Unsupported("AVIF"),
+            Some(b"avif" | b"avis") => Format::Avif,
             Some(b"heic" | b"heix" | b"hevc" | b"hevx" | b"heim" | b"heis") => {
                 Format::Unsupported("HEIF/HEIC")
             }
@@ -63,7 +65,7 @@ pub(crate) fn sniff(b: &[u8]) -> Format {
             Some(b"mif1" | b"msf1") => {
                 let compat = b.get(16..b.len().min(64)).unwrap_or_default();
                 if compat.chunks_exact(4).any(|c| c == b"avif" || c == b"avis") {
-                    Format::Unsupported("AVIF")
+                    Format::Avif
                 } else {
                     Format::Unsupported("HEIF")
                 }
@@ -103,6 +105,7 @@ pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> Result<PilImage, ImageErr
         Format::Bmp => run(bmp),
         Format::Tiff => run(tiff),
         Format::WebP => run(webp),
+        Format::Avif => run(super::avif::decode),
         Format::Unsupported(name) => Err(ImageError::Unsupported(format!(
             "{name} images cannot be decoded by this build"
         ))),
@@ -112,7 +115,7 @@ pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> Result<PilImage, ImageErr
 
 /// Pillow's decompression-bomb check (`pixels > 2 * MAX_IMAGE_PIXELS` is an error), plus a
 /// zero-size check.
-fn check_pixels(width: usize, height: usize, max_pixels: u64) -> Result<(), ImageError> {
+pub(super) fn check_pixels(width: usize, height: usize, max_pixels: u64) -> Result<(), ImageError> {
     if width == 0 || height == 0 {
         return Err(ImageError::Decode(format!(
             "image has zero size ({width}x{height})"
@@ -134,7 +137,7 @@ fn decode_err(format: &str) -> impl Fn(String) -> ImageError + '_ {
 }
 
 /// Allocate a zeroed buffer, reporting allocation failure instead of aborting.
-fn zeroed<T: Clone + Default>(len: usize) -> Result<Vec<T>, ImageError> {
+pub(super) fn zeroed<T: Clone + Default>(len: usize) -> Result<Vec<T>, ImageError> {
     let mut v = Vec::new();
     v.try_reserve_exact(len)
         .map_err(|_| ImageError::Decode(format!("cannot allocate {len} samples")))?;
@@ -479,13 +482,10 @@ mod tests {
         assert_eq!(sniff(b"II*\0"), Format::Tiff);
         assert_eq!(sniff(b"MM\0*"), Format::Tiff);
         assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Format::WebP);
-        assert_eq!(
-            sniff(b"\0\0\0\x1cftypavif\0\0\0\0avifmif1"),
-            Format::Unsupported("AVIF")
-        );
+        assert_eq!(sniff(b"\0\0\0\x1cftypavif\0\0\0\0avifmif1"), Format::Avif);
         assert_eq!(
             sniff(b"\0\0\0\x1cftypmif1\0\0\0\0mif1avifmiaf"),
-            Format::Unsupported("AVIF")
+            Format::Avif
         );
         assert_eq!(
             sniff(b"\0\0\0\x1cftypheic"),
@@ -498,11 +498,17 @@ mod tests {
 
     #[test]
     fn unsupported_and_unknown() {
+        // A bare AVIF `ftyp` with nothing after it is a broken AVIF, not an unsupported one.
         let avif = b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf";
         match decode(avif, u64::MAX) {
-            Err(ImageError::Unsupported(m)) => assert!(m.contains("AVIF"), "{m}"),
+            Err(ImageError::Decode(m)) => assert!(m.contains("AVIF"), "{m}"),
             other => panic!("{other:?}"),
         }
+        let heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic";
+        assert!(matches!(
+            decode(heic, u64::MAX),
+            Err(ImageError::Unsupported(_))
+        ));
         assert!(matches!(
             decode(b"not an image", u64::MAX),
             Err(ImageError::Decode(_))

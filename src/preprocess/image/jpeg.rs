@@ -1492,7 +1492,7 @@ struct Upsampler<'a> {
 
 impl<'a> Upsampler<'a> {
     fn new(frame: &Frame, comp: &Component, plane: &'a [u8]) -> Result<Self, ImageError> {
-        if frame.max_h % comp.h != 0 || frame.max_v % comp.v != 0 {
+        if !frame.max_h.is_multiple_of(comp.h) || !frame.max_v.is_multiple_of(comp.v) {
             return Err(unsupported("fractional sampling ratios are not supported"));
         }
         let hf = frame.max_h / comp.h;
@@ -1531,7 +1531,7 @@ impl<'a> Upsampler<'a> {
                 // h2v2_fancy_upsample: column sums 3*nearer row + further row, then
                 // horizontal weights 3:1 with biases 8 and 7, all in one rounding.
                 let near = self.row(iy);
-                let far = if oy % 2 == 0 {
+                let far = if oy.is_multiple_of(2) {
                     self.row(iy.saturating_sub(1))
                 } else {
                     self.row(iy + 1)
@@ -1566,7 +1566,7 @@ impl<'a> Upsampler<'a> {
             (1, 2) => {
                 // h1v2_fancy_upsample: bias 1 towards the row above, 2 towards the row below.
                 let near = self.row(iy);
-                let (far, bias) = if oy % 2 == 0 {
+                let (far, bias) = if oy.is_multiple_of(2) {
                     (self.row(iy.saturating_sub(1)), 1)
                 } else {
                     (self.row(iy + 1), 2)

@@ -27,6 +27,7 @@
 //! Pillow's two-pass resampler depends only on its own coefficients, so computing the window is
 //! bit-identical to resizing the whole image and cropping afterwards, and much cheaper.
 
+mod avif;
 mod crop;
 mod decode;
 mod jpeg;
@@ -82,8 +83,8 @@ pub struct RgbCrop {
 /// exactly as CLIP-as-service's Pillow pipeline produces it.
 ///
 /// Images with more than `max_pixels` pixels are rejected with [`ImageError::TooLarge`] before
-/// any pixel buffer is allocated. AVIF is recognised but not decodable in this build
-/// ([`ImageError::Unsupported`]).
+/// any pixel buffer is allocated. Variants Pillow reads but this pipeline cannot reproduce exactly
+/// (arithmetic-coded JPEG, 10/12-bit AVIF, CMYK TIFF, ...) are [`ImageError::Unsupported`].
 pub fn preprocess_bytes(bytes: &[u8], size: u32, max_pixels: u64) -> Result<RgbCrop, ImageError> {
     check_size(size)?;
     let image = decode::decode(bytes, max_pixels)?;
