@@ -146,3 +146,49 @@ fn cuda_without_a_cuda_runtime_fails_loudly_and_bad_models_are_explained() {
     assert_ne!(code, 0);
     assert!(err.contains("ONNX Runtime library not found"), "{err}");
 }
+
+#[test]
+fn rank_json_lines_with_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture_model_dir();
+    let png = fixture_image("png_rgb.png");
+    let input = dir.path().join("rank.jsonl");
+    std::fs::write(
+        &input,
+        format!(
+            concat!(
+                "{{\"id\":\"img\",\"uri\":\"{png}\",\"matches\":[{{\"id\":\"h\",\"text\":\"hello, world!\"}},",
+                "{{\"id\":\"g\",\"text\":\"good!\"}},{{\"id\":\"broken\",\"blob\":\"@@\"}}]}}\n",
+                "{{\"id\":\"alone\",\"text\":\"no matches\"}}\n"
+            ),
+            png = png.display()
+        ),
+    )
+    .unwrap();
+    let (code, stdout, err) = clip_worker(&[
+        "rank",
+        "--model-dir",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let got = lines(&stdout);
+    assert_eq!(got.len(), 2);
+    let ids: Vec<&str> = got[0]["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["h", "g", "broken"],
+        "scored matches best first, then the failed one"
+    );
+    assert_eq!(got[0]["matches"][2]["error"]["code"], "invalid_document");
+    assert_eq!(
+        got[1]["error"]["code"], "invalid_document",
+        "a root without matches"
+    );
+}

@@ -78,3 +78,58 @@ impl TextTokenizer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small Hugging Face tokenizer in the XLM-R layout (`<s>`=0, `<pad>`=1, `</s>`=2).
+    const TOKENIZER_JSON: &str = r#"{
+      "version": "1.0", "truncation": null, "padding": null,
+      "added_tokens": [
+        {"id": 0, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+        {"id": 1, "content": "<pad>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+        {"id": 2, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+        {"id": 3, "content": "<unk>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+      ],
+      "normalizer": null,
+      "pre_tokenizer": {"type": "Whitespace"},
+      "post_processor": {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {
+          "<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]},
+          "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}
+        }
+      },
+      "decoder": null,
+      "model": {"type": "WordLevel", "vocab": {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "hello": 4, "world": 5}, "unk_token": "<unk>"}
+    }"#;
+
+    #[test]
+    fn hugging_face_tokenizers_truncate_to_77_and_pad_to_the_longest_item() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(&path, TOKENIZER_JSON).unwrap();
+        let t = TextTokenizer::load(TokenizerKind::HuggingFace, Some(&path)).unwrap();
+        assert_eq!(t.encode("hello world").unwrap(), vec![0, 4, 5, 2]);
+        assert_eq!(t.encode("hello moon").unwrap(), vec![0, 4, 3, 2]);
+        let long = t.encode(&"hello ".repeat(100)).unwrap();
+        assert_eq!(long.len(), CONTEXT_LENGTH);
+        assert_eq!((long[0], long[76]), (0, 2), "specials survive truncation");
+        assert_eq!(
+            t.padding(4),
+            (4, 1),
+            "pad to the batch's longest item with <pad>"
+        );
+        assert_eq!(t.padding(500), (CONTEXT_LENGTH, 1));
+    }
+
+    #[test]
+    fn clip_tokenizer_pads_to_the_fixed_context() {
+        let t = TextTokenizer::load(TokenizerKind::ClipBpe, None).unwrap();
+        assert_eq!(t.padding(3), (CONTEXT_LENGTH, 0));
+        assert!(TextTokenizer::load(TokenizerKind::HuggingFace, None).is_err());
+    }
+}
