@@ -397,3 +397,59 @@ async fn workers_bind_to_an_existing_stream_and_consumer_when_told_to() {
     let results = read_results(&js, 1, Duration::from_secs(30)).await;
     assert!(results["bound-1"].1.docs[0].embedding.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_deadline_bounds_the_exit_and_unfinished_jobs_go_to_another_worker() {
+    let nats = NatsServer::start();
+    // Minibatches that never fill make the job slow (see the in-progress-ack test).
+    let slow = [
+        "--mode",
+        "jobs",
+        "--ack-wait",
+        "2s",
+        "--minibatch-size",
+        "4",
+        "--max-batch-delay",
+        "400ms",
+    ];
+    let mut w = Worker::start(
+        &nats.url,
+        &[&slow[..], &["--shutdown-timeout", "300ms"]].concat(),
+    );
+    let client = connect(&nats.url).await;
+    let js = jetstream::new(client.clone());
+    results_stream(&js).await;
+    let docs = (0..40)
+        .map(|i| {
+            if i % 4 == 0 {
+                text(&format!("t{i}"))
+            } else {
+                image(png(i as u8, 64, 48))
+            }
+        })
+        .collect();
+    submit(&js, "encode", "slow-1", "results.slow-1", &request(docs)).await;
+    w.wait_for_log("job received", Duration::from_secs(20));
+    let signalled = std::time::Instant::now();
+    w.signal("TERM");
+    assert_eq!(
+        w.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "exit 0 even with work in flight"
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "exited within the deadline: {:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        read_results(&js, 0, Duration::ZERO).await.is_empty(),
+        "the job was not finished"
+    );
+
+    let _w2 = Worker::start(&nats.url, &slow);
+    let results = read_results(&js, 1, Duration::from_secs(60)).await;
+    let (copies, resp) = results.get("slow-1").expect("completed by the next worker");
+    assert_eq!(*copies, 1);
+    assert!(resp.docs.iter().all(|d| d.embedding.is_some()));
+}

@@ -123,7 +123,10 @@ pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
         .thread_name("clip-worker-io")
         .build()
         .map_err(|e| ServeError::Runtime(e.to_string()))?;
-    runtime.block_on(serve_async(args))
+    let result = runtime.block_on(serve_async(args));
+    // Work still running past the shutdown deadline must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
@@ -242,17 +245,19 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
         }
     }
     tasks.close();
-    if tokio::time::timeout_at(deadline, tasks.wait())
+    let finished = tokio::time::timeout_at(deadline, tasks.wait())
         .await
-        .is_err()
-    {
-        tracing::warn!("shutdown deadline reached with work in flight; unacknowledged jobs will be redelivered");
-    }
+        .is_ok();
     let _ = client.flush().await;
     drop(handler);
-    tokio::task::spawn_blocking(move || pipeline.shutdown())
-        .await
-        .ok();
+    if finished {
+        // Nothing is in flight: the pipeline threads stop as soon as their queues are empty.
+        let _ = tokio::task::spawn_blocking(move || pipeline.shutdown()).await;
+    } else {
+        // Past the deadline, stop here: unacknowledged jobs are redelivered to other workers,
+        // and callers of unanswered requests time out and retry.
+        tracing::warn!("shutdown deadline reached with work in flight; unacknowledged jobs will be redelivered");
+    }
     eprintln!("clip-worker stopped");
     match failure {
         Some(e) => Err(e),
