@@ -257,7 +257,17 @@ fn preprocess_loop(
         let _enter = job.span.enter();
         let prepared = {
             let _s = tracing::debug_span!("preprocess").entered();
-            pre.prepare(&job.doc)
+            // A decoder bug must cost one document, not a pool thread.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pre.prepare(&job.doc)))
+                .unwrap_or_else(|_| {
+                    tracing::error!(
+                        "preprocessing panicked; the document fails with an internal error"
+                    );
+                    Err(DocError::new(
+                        ErrorCode::Internal,
+                        "preprocessing failed unexpectedly",
+                    ))
+                })
         };
         let span = job.span.clone();
         let sent = match prepared {

@@ -57,7 +57,9 @@ fn tower_loop<T, F>(
         let inputs: Vec<&T> = batch.iter().map(|j| &j.input).collect();
         let result = {
             let _s = tracing::debug_span!(parent: &batch[0].span, "inference", modality = modality.as_str(), batch = batch.len()).entered();
-            run(&inputs)
+            // A panic inside the runtime bindings fails this batch, not the tower thread.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&inputs)))
+                .unwrap_or_else(|_| Err(InferenceError::Ort("inference panicked".into())))
         };
         stats.record(batch.len(), started.elapsed());
         match result {

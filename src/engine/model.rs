@@ -16,8 +16,6 @@ pub enum InferenceError {
         tower: &'static str,
         message: String,
     },
-    #[error("a {tower} session lock was poisoned by an earlier panic")]
-    Poisoned { tower: &'static str },
 }
 
 /// One loaded CLIP model: text and image towers with a fixed image size and output dimension.
@@ -69,7 +67,10 @@ impl ClipModel {
     }
 
     fn declared_dim(&self) -> Option<usize> {
-        let session = self.textual.lock().ok()?;
+        let session = self
+            .textual
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match session.outputs().first()?.dtype() {
             ValueType::Tensor { shape, .. } => {
                 shape.last().copied().filter(|d| *d > 0).map(|d| d as usize)
@@ -99,7 +100,7 @@ impl ClipModel {
         let mut session = self
             .textual
             .lock()
-            .map_err(|_| InferenceError::Poisoned { tower: "textual" })?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let outputs = session
             .run(ort::inputs![TEXT_INPUTS[0] => ids, TEXT_INPUTS[1] => mask])
             .map_err(ort_err)?;
@@ -128,7 +129,7 @@ impl ClipModel {
         let mut session = self
             .visual
             .lock()
-            .map_err(|_| InferenceError::Poisoned { tower: "visual" })?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let outputs = session
             .run(ort::inputs![IMAGE_INPUT => pixels])
             .map_err(ort_err)?;
