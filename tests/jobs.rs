@@ -277,30 +277,20 @@ async fn sigterm_answers_in_flight_requests_and_leaves_no_job_behind() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_job_is_kept_alive_by_in_progress_acks() {
-    let nats = NatsServer::start_with(Some(8 * 1024 * 1024));
-    // The job takes several ack-wait periods; without in-progress acks it would be redelivered.
-    let w = Worker::start(
-        &nats.url,
-        &[
-            "--mode",
-            "jobs",
-            "--ack-wait",
-            "1s",
-            "--minibatch-size",
-            "4",
-            "--max-batch-delay",
-            "400ms",
-        ],
-    );
-    let client = connect(&nats.url).await;
-    let js = jetstream::new(client.clone());
-    results_stream(&js).await;
-    // A job whose minibatches never fill: each waits the whole (long) batch delay, so the job
-    // runs for several ack-wait periods (chunks of 4 documents, 2 chunks in flight: 2 texts and
-    // 6 images queued, against minibatches of 4).
-    let docs = (0..40)
+/// Worker settings under which [`slow_job_docs`] takes about two seconds.
+const SLOW_WORKER: [&str; 6] = [
+    "--mode",
+    "jobs",
+    "--minibatch-size",
+    "4",
+    "--max-batch-delay",
+    "400ms",
+];
+
+/// A job whose minibatches never fill, so each waits the whole batch delay: chunks of 4
+/// documents, 2 chunks in flight, leave 2 texts and 6 images queued against minibatches of 4.
+fn slow_job_docs() -> Vec<clip_worker::protocol::WireDoc> {
+    (0..40)
         .map(|i| {
             if i % 4 == 0 {
                 text(&format!("t{i}"))
@@ -308,7 +298,21 @@ async fn a_long_job_is_kept_alive_by_in_progress_acks() {
                 image(png(i as u8, 64, 48))
             }
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_job_is_kept_alive_by_in_progress_acks() {
+    let nats = NatsServer::start_with(Some(8 * 1024 * 1024));
+    // The job takes several ack-wait periods; without in-progress acks it would be redelivered.
+    let w = Worker::start(
+        &nats.url,
+        &[&SLOW_WORKER[..], &["--ack-wait", "1s"]].concat(),
+    );
+    let client = connect(&nats.url).await;
+    let js = jetstream::new(client.clone());
+    results_stream(&js).await;
+    let docs = slow_job_docs();
     let started = std::time::Instant::now();
     submit(&js, "encode", "long-1", "results.long-1", &request(docs)).await;
     let results = read_results(&js, 1, Duration::from_secs(120)).await;
@@ -401,17 +405,8 @@ async fn workers_bind_to_an_existing_stream_and_consumer_when_told_to() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_deadline_bounds_the_exit_and_unfinished_jobs_go_to_another_worker() {
     let nats = NatsServer::start();
-    // Minibatches that never fill make the job slow (see the in-progress-ack test).
-    let slow = [
-        "--mode",
-        "jobs",
-        "--ack-wait",
-        "2s",
-        "--minibatch-size",
-        "4",
-        "--max-batch-delay",
-        "400ms",
-    ];
+    // A slow job (see `slow_job_docs`) that cannot finish within the shutdown deadline.
+    let slow = [&SLOW_WORKER[..], &["--ack-wait", "2s"]].concat();
     let mut w = Worker::start(
         &nats.url,
         &[&slow[..], &["--shutdown-timeout", "300ms"]].concat(),
@@ -419,15 +414,7 @@ async fn shutdown_deadline_bounds_the_exit_and_unfinished_jobs_go_to_another_wor
     let client = connect(&nats.url).await;
     let js = jetstream::new(client.clone());
     results_stream(&js).await;
-    let docs = (0..40)
-        .map(|i| {
-            if i % 4 == 0 {
-                text(&format!("t{i}"))
-            } else {
-                image(png(i as u8, 64, 48))
-            }
-        })
-        .collect();
+    let docs = slow_job_docs();
     submit(&js, "encode", "slow-1", "results.slow-1", &request(docs)).await;
     w.wait_for_log("job received", Duration::from_secs(20));
     let signalled = std::time::Instant::now();
