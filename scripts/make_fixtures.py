@@ -442,7 +442,7 @@ def embeddings_json(emb: dict) -> dict:
 
 
 def set_rank(query_emb, match_emb_per_query):
-    """Port of clip_server.executors.helper.set_rank (docarray 0.21 cosine, numpy 1.x casting).
+    """The original's rank maths, written from its description (docarray 0.21 cosine, numpy 1.x casting).
 
     Returns, per query: (cosine[float32 per match, input order], softmax[...], order[list of
     input indices after the stable descending sort by softmax]).
@@ -474,7 +474,7 @@ def set_rank(query_emb, match_emb_per_query):
         cos = cos_all[qi, start:end]
         x = logit_scale * cos
         assert x.dtype == np.float32
-        # helper.numpy_softmax
+        # max-subtracted softmax over this query's own matches
         e_x = np.exp(x - np.max(x, axis=-1, keepdims=True))
         soft = e_x / np.sum(e_x, axis=-1, keepdims=True)
         assert soft.dtype == np.float32
