@@ -96,9 +96,23 @@ impl JsonDoc {
     }
 }
 
+/// Reads JSON lines from a file, or from standard input for `-`. Documents without an id get
+/// their position, counted from `first_position` (the number of documents given before them).
+pub fn read_docs_from(
+    path: &std::path::Path,
+    first_position: usize,
+) -> Result<Vec<InputDoc>, JsonlError> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::new(std::fs::File::open(path)?))
+    };
+    read_docs(reader, first_position)
+}
+
 /// Reads JSON lines, skipping blank ones. A line that is not JSON fails the whole input, since
 /// its id cannot be known.
-pub fn read_docs(reader: impl BufRead) -> Result<Vec<InputDoc>, JsonlError> {
+pub fn read_docs(reader: impl BufRead, first_position: usize) -> Result<Vec<InputDoc>, JsonlError> {
     let mut out = Vec::new();
     for (n, line) in reader.lines().enumerate() {
         let line = line?;
@@ -109,7 +123,7 @@ pub fn read_docs(reader: impl BufRead) -> Result<Vec<InputDoc>, JsonlError> {
             line: n + 1,
             message: e.to_string(),
         })?;
-        let position = out.len();
+        let position = first_position + out.len();
         out.push(doc.into_input(position));
     }
     Ok(out)
@@ -170,7 +184,7 @@ mod tests {
     fn lines_become_documents_with_default_ids() {
         let input =
             "{\"text\":\"hi\"}\n\n{\"id\":\"b\",\"blob\":\"AAEC\"}\n{\"id\":7,\"blob\":\"***\"}\n";
-        let docs = read_docs(input.as_bytes()).unwrap();
+        let docs = read_docs(input.as_bytes(), 0).unwrap();
         assert_eq!(docs.len(), 3);
         assert_eq!(docs[0].id, "0");
         assert_eq!(
@@ -179,6 +193,13 @@ mod tests {
         );
         assert_eq!(docs[2].id, "7");
         assert!(docs[2].doc.is_err());
-        assert!(read_docs("{not json".as_bytes()).is_err());
+        assert!(read_docs("{not json".as_bytes(), 0).is_err());
+        // After two command-line documents, default ids continue at 2; explicit ids are kept.
+        let docs = read_docs(
+            "{\"text\":\"a\"}\n{\"id\":0,\"text\":\"b\"}\n".as_bytes(),
+            2,
+        )
+        .unwrap();
+        assert_eq!((docs[0].id.as_str(), docs[1].id.as_str()), ("2", "0"));
     }
 }

@@ -12,7 +12,7 @@ use crate::preprocess::input::{document_from_cli_arg, Document};
 use args::EngineArgs;
 use clap::{Parser, Subcommand};
 use jsonl::InputDoc;
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -120,18 +120,8 @@ fn load_inputs(args: &[String], file: &Option<PathBuf>) -> Result<Vec<InputDoc>,
         })
         .collect();
     if let Some(path) = file {
-        let reader: Box<dyn std::io::BufRead> = if path.as_os_str() == "-" {
-            Box::new(BufReader::new(std::io::stdin()))
-        } else {
-            Box::new(BufReader::new(std::fs::File::open(path)?))
-        };
-        let offset = docs.len();
-        for mut d in jsonl::read_docs(reader)? {
-            if d.id.parse::<usize>().is_ok() && offset > 0 {
-                d.id = (d.id.parse::<usize>().unwrap_or(0) + offset).to_string();
-            }
-            docs.push(d);
-        }
+        let first = docs.len();
+        docs.extend(jsonl::read_docs_from(path, first)?);
     }
     Ok(docs)
 }

@@ -11,7 +11,7 @@ use crate::protocol::EmbeddingDtype;
 use crate::transport::connect::NatsArgs;
 use crate::transport::handler::JobKind;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::{BufReader, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -211,24 +211,6 @@ pub fn docs_from_args(args: &[String]) -> Result<Vec<InputDoc>, CliError> {
     Ok(docs)
 }
 
-/// JSON lines from a file or stdin; numeric ids move past `offset` arguments, as `encode` does.
-fn docs_from_jsonl(path: &Path, offset: usize) -> Result<Vec<InputDoc>, CliError> {
-    let reader: Box<dyn std::io::BufRead> = if path.as_os_str() == "-" {
-        Box::new(BufReader::new(std::io::stdin()))
-    } else {
-        Box::new(BufReader::new(std::fs::File::open(path)?))
-    };
-    let mut docs = jsonl::read_docs(reader)?;
-    if offset > 0 {
-        for d in &mut docs {
-            if let Ok(n) = d.id.parse::<usize>() {
-                d.id = (n + offset).to_string();
-            }
-        }
-    }
-    Ok(docs)
-}
-
 fn progress(len: usize, batch: usize) -> ProgressBar {
     if len <= batch || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -271,7 +253,7 @@ async fn encode(a: SubmitEncodeArgs) -> Result<(), CliError> {
     let mut docs = docs_from_args(&a.inputs)?;
     if let Some(path) = &a.input {
         let offset = docs.len();
-        docs.extend(docs_from_jsonl(path, offset)?);
+        docs.extend(jsonl::read_docs_from(path, offset)?);
     }
     if docs.is_empty() {
         return Err(CliError::Usage(
@@ -336,7 +318,7 @@ async fn rank(a: SubmitRankArgs) -> Result<(), CliError> {
         (None, true) => {}
     }
     if let Some(path) = &a.input {
-        roots.extend(docs_from_jsonl(path, 0)?);
+        roots.extend(jsonl::read_docs_from(path, 0)?);
     }
     if roots.is_empty() {
         return Err(CliError::Usage(
