@@ -4,10 +4,13 @@
 //! more than we read; `docs/protocol.md` is the reference for client authors.
 
 mod convert;
+pub mod headers;
 mod limits;
+mod subjects;
 
 pub use convert::{embedding_payload, into_documents, ObjectRef};
 pub use limits::{LimitError, Limits};
+pub use subjects::{JobKind, Subjects};
 
 use crate::error::{DocError, ErrorCode};
 use serde::{Deserialize, Serialize};
