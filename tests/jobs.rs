@@ -29,7 +29,13 @@ async fn submit(js: &jetstream::Context, kind: &str, job_id: &str, reply: &str, 
 }
 
 /// [`submit`] for a payload built by hand.
-async fn submit_raw(js: &jetstream::Context, kind: &str, job_id: &str, reply: &str, payload: Vec<u8>) {
+async fn submit_raw(
+    js: &jetstream::Context,
+    kind: &str,
+    job_id: &str,
+    reply: &str,
+    payload: Vec<u8>,
+) {
     for _ in 0..100 {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Clip-Reply-To", reply);
@@ -453,14 +459,24 @@ async fn job_errors_inference_retries_field_paths_and_request_ids() {
     let worker = Worker::start_with_model(
         model.path(),
         &nats.url,
-        &["--mode", "jobs", "--max-deliver", "2", "--nak-delay", "100ms"],
+        &[
+            "--mode",
+            "jobs",
+            "--max-deliver",
+            "2",
+            "--nak-delay",
+            "100ms",
+        ],
     );
     let client = connect(&nats.url).await;
     let js = jetstream::new(client.clone());
     results_stream(&js).await;
 
     // ONNX Runtime fails on the white image: retried, then the error is the result.
-    let req = request(vec![with_id(image(white_png(40, 30)), "white"), text("fine")]);
+    let req = request(vec![
+        with_id(image(white_png(40, 30)), "white"),
+        text("fine"),
+    ]);
     submit(&js, "encode", "white-1", "results.white-1", &req).await;
     // No `docs`: a bad request that still carries its id.
     let no_docs = pack_value(&map(vec![("id", Value::from("r-9"))]));

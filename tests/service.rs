@@ -340,7 +340,10 @@ async fn wrong_types_fail_only_their_document_and_name_the_field() {
             "docs",
             Value::Array(vec![
                 map(vec![("id", Value::from("a")), ("text", Value::from(42))]),
-                map(vec![("id", Value::from("b")), ("text", Value::from("fine"))]),
+                map(vec![
+                    ("id", Value::from("b")),
+                    ("text", Value::from("fine")),
+                ]),
                 map(vec![
                     ("id", Value::from("c")),
                     ("blob", Value::from("iVBORw0KGgoAAAANSUhEUg==")),
@@ -348,7 +351,10 @@ async fn wrong_types_fail_only_their_document_and_name_the_field() {
                 map(vec![(
                     "tensor",
                     map(vec![
-                        ("shape", Value::Array(vec![Value::from(2), Value::from("2")])),
+                        (
+                            "shape",
+                            Value::Array(vec![Value::from(2), Value::from("2")]),
+                        ),
                         ("data", Value::Binary(vec![0; 12])),
                     ]),
                 )]),
@@ -367,7 +373,10 @@ async fn wrong_types_fail_only_their_document_and_name_the_field() {
             "docs[0].text: invalid type: integer `42`, expected a string"
         ))
     );
-    assert!(resp.docs[1].embedding.is_some(), "the other documents are encoded");
+    assert!(
+        resp.docs[1].embedding.is_some(),
+        "the other documents are encoded"
+    );
     let (code, msg) = doc_error(&resp, 2).unwrap();
     assert_eq!(code, ErrorCode::InvalidDocument);
     assert!(

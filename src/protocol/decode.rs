@@ -51,19 +51,21 @@ pub fn decode_request(payload: &[u8]) -> Result<IncomingRequest, RequestError> {
         id,
         error: DocError::new(ErrorCode::BadRequest, message),
     };
-    let value = rmpv::decode::read_value(&mut &payload[..])
-        .map_err(|e| bad(None, format!("payload is not a v1 MessagePack request: {e}")))?;
+    let value = rmpv::decode::read_value(&mut &payload[..]).map_err(|e| {
+        bad(
+            None,
+            format!("payload is not a v1 MessagePack request: {e}"),
+        )
+    })?;
     let entries = match value {
         Value::Map(entries) => entries,
-        other => {
-            return Err(bad(
-                None,
-                format!(
-                    "payload is not a v1 MessagePack request: expected a map with field names, got {}",
-                    kind(&other)
-                ),
-            ))
-        }
+        other => return Err(bad(
+            None,
+            format!(
+                "payload is not a v1 MessagePack request: expected a map with field names, got {}",
+                kind(&other)
+            ),
+        )),
     };
     let mut fields = Fields::new(entries);
     // The id first, so every later error can echo it.
@@ -265,7 +267,10 @@ mod tests {
                     map(vec![(
                         "tensor",
                         map(vec![
-                            ("shape", Value::Array(vec![Value::from(2), Value::from("x")])),
+                            (
+                                "shape",
+                                Value::Array(vec![Value::from(2), Value::from("x")]),
+                            ),
                             ("data", Value::Binary(vec![0; 4])),
                         ]),
                     )]),
@@ -291,7 +296,10 @@ mod tests {
         );
 
         let (_, msg) = message(&req.docs[2].doc);
-        assert!(msg.starts_with("docs[2].tensor.shape[1]: invalid type: string"), "{msg}");
+        assert!(
+            msg.starts_with("docs[2].tensor.shape[1]: invalid type: string"),
+            "{msg}"
+        );
 
         let (code, msg) = message(&req.docs[3].doc);
         assert_eq!(code, ErrorCode::InvalidDocument);
@@ -316,7 +324,10 @@ mod tests {
                         ]),
                     ),
                 ]),
-                map(vec![("text", Value::from("q2")), ("matches", Value::from(3))]),
+                map(vec![
+                    ("text", Value::from("q2")),
+                    ("matches", Value::from(3)),
+                ]),
             ]),
         )]));
         let req = decode_request(&payload).unwrap();
@@ -366,7 +377,10 @@ mod tests {
             "{msg}"
         );
         let (_, msg) = message(&req.docs[1].doc);
-        assert!(msg.starts_with("docs[1].tensor.data: got a string"), "{msg}");
+        assert!(
+            msg.starts_with("docs[1].tensor.data: got a string"),
+            "{msg}"
+        );
         assert_eq!(
             req.docs[2].doc.as_ref().unwrap().blob.as_deref(),
             Some(&[1u8, 2, 3][..])
@@ -421,11 +435,17 @@ mod tests {
 
         let e = decode_request(&raw(&Value::Array(vec![]))).unwrap_err();
         assert_eq!(e.id, None);
-        assert!(e.error.message.ends_with("expected a map with field names, got an array"));
+        assert!(e
+            .error
+            .message
+            .ends_with("expected a map with field names, got an array"));
 
         let e = decode_request(b"\xc1\xff").unwrap_err();
         assert_eq!(e.error.code, ErrorCode::BadRequest);
-        assert!(e.error.message.starts_with("payload is not a v1 MessagePack request"));
+        assert!(e
+            .error
+            .message
+            .starts_with("payload is not a v1 MessagePack request"));
     }
 
     #[test]

@@ -44,11 +44,7 @@ impl Limits {
             ));
         }
         if rank {
-            if let Some(d) = req
-                .docs
-                .iter()
-                .find(|d| d.match_count() > self.max_matches)
-            {
+            if let Some(d) = req.docs.iter().find(|d| d.match_count() > self.max_matches) {
                 return Err(DocError::new(
                     ErrorCode::TooLarge,
                     format!(

@@ -70,7 +70,9 @@ impl TryFrom<String> for EmbeddingDtype {
         match s.as_str() {
             "f32" => Ok(EmbeddingDtype::F32),
             "f16" => Ok(EmbeddingDtype::F16),
-            other => Err(format!("unknown embedding dtype `{other}`: send \"f32\" or \"f16\"")),
+            other => Err(format!(
+                "unknown embedding dtype `{other}`: send \"f32\" or \"f16\""
+            )),
         }
     }
 }
@@ -261,7 +263,12 @@ mod tests {
             .into_iter()
             .map(|d| {
                 let mut doc = d.doc.unwrap();
-                doc.matches = d.matches.unwrap().into_iter().map(|m| m.doc.unwrap()).collect();
+                doc.matches = d
+                    .matches
+                    .unwrap()
+                    .into_iter()
+                    .map(|m| m.doc.unwrap())
+                    .collect();
                 doc
             })
             .collect();
