@@ -59,13 +59,15 @@ pub fn decode_request(payload: &[u8]) -> Result<IncomingRequest, RequestError> {
     })?;
     let entries = match value {
         Value::Map(entries) => entries,
-        other => return Err(bad(
-            None,
-            format!(
+        other => {
+            return Err(bad(
+                None,
+                format!(
                 "payload is not a v1 MessagePack request: expected a map with field names, got {}",
                 kind(&other)
             ),
-        )),
+            ))
+        }
     };
     let mut fields = Fields::new(entries);
     // The id first, so every later error can echo it.
@@ -179,9 +181,8 @@ fn convert<T: DeserializeOwned>(value: Value, path: &str) -> Result<T, String> {
         } else {
             format!("{path}.{inner}")
         };
-        let what = match e.into_inner() {
-            rmpv::ext::Error::Syntax(m) => m,
-        };
+        // The bare serde message, without rmpv's "error while decoding value" prefix.
+        let rmpv::ext::Error::Syntax(what) = e.into_inner();
         format!("{at}: {what}")
     })
 }
