@@ -8,7 +8,7 @@ use clip_worker::client::{upload, Client, Options, RetryPolicy};
 use clip_worker::docio::InputDoc;
 use clip_worker::error::{DocError, ErrorCode};
 use clip_worker::preprocess::input::{Document, Modality};
-use clip_worker::protocol::{self, Request, Response, ResultDoc};
+use clip_worker::protocol::{self, IncomingRequest, Response, ResultDoc};
 use clip_worker::transport::connect::NatsOptions;
 use common::client::png;
 use common::{NatsServer, Worker};
@@ -267,7 +267,7 @@ fn images_over_max_payload_go_through_the_object_store() {
 async fn scripted_worker(
     url: &str,
     subject: &str,
-    answer: impl Fn(&Request, usize) -> Option<Response> + Send + 'static,
+    answer: impl Fn(&IncomingRequest, usize) -> Option<Response> + Send + 'static,
 ) -> Arc<AtomicUsize> {
     let nats = async_nats::connect(url).await.unwrap();
     let mut sub = nats.subscribe(subject.to_string()).await.unwrap();
