@@ -91,7 +91,8 @@ fn main() {
         })
         .collect();
     let mut per_batch = Vec::new();
-    for b in [1usize, 8, 32] {
+    let minibatch = clip_worker::defaults::MINIBATCH_SIZE;
+    for b in [1usize, 8, minibatch] {
         let r = rate(budget, || {
             let mut n = 0;
             for chunk in prepared.chunks(b) {
@@ -108,7 +109,7 @@ fn main() {
     }
     println!(
         "{:<58} {:>11.1}x",
-        "  minibatch 32 vs 1",
+        format!("  minibatch {minibatch} vs 1"),
         per_batch[2] / per_batch[0]
     );
 

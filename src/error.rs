@@ -38,6 +38,10 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A bug or an unexpected condition.
     Internal,
+    /// Client side: no reply (or job result) arrived within the client's timeout.
+    Timeout,
+    /// Client side: no worker could be reached (none listening, no jobs stream, NATS unreachable).
+    Unavailable,
     /// A code from a newer protocol revision (only produced when decoding).
     Unknown,
 }
@@ -52,7 +56,7 @@ impl From<String> for ErrorCode {
     }
 }
 
-const ALL_CODES: [ErrorCode; 14] = [
+const ALL_CODES: [ErrorCode; 16] = [
     ErrorCode::EmptyDocument,
     ErrorCode::InvalidDocument,
     ErrorCode::ImageDecode,
@@ -66,6 +70,8 @@ const ALL_CODES: [ErrorCode; 14] = [
     ErrorCode::Overloaded,
     ErrorCode::ShuttingDown,
     ErrorCode::Internal,
+    ErrorCode::Timeout,
+    ErrorCode::Unavailable,
     ErrorCode::Unknown,
 ];
 
@@ -85,6 +91,8 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unknown => "unknown",
         }
     }

@@ -192,3 +192,39 @@ fn rank_json_lines_with_matches() {
         "a root without matches"
     );
 }
+
+#[test]
+fn nats_flags_that_only_work_together_are_refused_alone() {
+    for (args, needs) in [
+        (&["--nats-user", "bob"][..], "--nats-password"),
+        (&["--nats-password", "secret"], "--nats-user"),
+        (&["--nats-tls-cert", "client.pem"], "--nats-tls-key"),
+        (&["--nats-tls-key", "client.key"], "--nats-tls-cert"),
+    ] {
+        for command in [&["submit", "encode", "hi"][..], &["serve"]] {
+            let (code, _, err) = clip_worker(&[command, args].concat());
+            assert_eq!(code, 2, "{command:?} {args:?} was accepted: {err}");
+            assert!(err.contains(needs), "{command:?} {args:?}: {err}");
+        }
+    }
+    // One way to authenticate at a time.
+    let (code, _, err) = clip_worker(&[
+        "submit",
+        "encode",
+        "hi",
+        "--nats-token",
+        "t",
+        "--nats-creds",
+        "user.creds",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+    // Environment twins count as given.
+    let out = Command::new(env!("CARGO_BIN_EXE_clip-worker"))
+        .args(["submit", "encode", "hi"])
+        .env("CLIP_WORKER_NATS_USER", "bob")
+        .output()
+        .expect("run clip-worker");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--nats-password"));
+}

@@ -1,25 +1,36 @@
 //! `clip-worker submit` against a real nats-server and worker: request/reply and durable jobs,
-//! JSONL and `.npy` output, and images over `max_payload` through the Object Store.
+//! JSONL and `.npy` output, images over `max_payload` through the Object Store, and how
+//! failures are retried and reported.
 
 mod common;
 
-use clip_worker::cli::jsonl::InputDoc;
-use clip_worker::client::{upload, Client, Options};
+use clip_worker::client::{upload, Client, Options, RetryPolicy};
+use clip_worker::docio::InputDoc;
+use clip_worker::error::{DocError, ErrorCode};
 use clip_worker::preprocess::input::{Document, Modality};
-use clip_worker::transport::connect::NatsArgs;
+use clip_worker::protocol::{self, IncomingRequest, Response, ResultDoc};
+use clip_worker::transport::connect::NatsOptions;
 use common::client::png;
 use common::{NatsServer, Worker};
+use futures::StreamExt;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 const DIM: usize = 32;
 
 fn submit(url: &str, args: &[&str]) -> Output {
+    submit_with_timeout(url, args, "30s")
+}
+
+fn submit_with_timeout(url: &str, args: &[&str], timeout: &str) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_clip-worker"))
         .arg("submit")
         .args(args)
-        .args(["--nats-url", url, "--timeout", "30s"])
+        .args(["--nats-url", url, "--timeout", timeout])
         .env("CLIP_WORKER_LOG", "clip_worker=warn")
         .output()
         .expect("run clip-worker submit");
@@ -234,15 +245,11 @@ fn images_over_max_payload_go_through_the_object_store() {
     // The library: the upload is named by content and lands in the default bucket.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = Client::connect(&NatsArgs::for_url(&nats.url), "clip")
+        let client = Client::connect(&NatsOptions::for_url(&nats.url), "clip")
             .await
             .unwrap();
         assert_eq!(client.max_payload(), 64 * 1024);
-        let docs = vec![InputDoc {
-            id: "big".into(),
-            doc: Ok(Document::blob(big.clone())),
-            matches: Vec::new(),
-        }];
+        let docs = vec![InputDoc::new("big", Document::blob(big.clone()))];
         let results = client.encode(docs, &Options::default()).await;
         let e = results[0].as_ref().expect("embedding");
         assert_eq!(e.modality, Modality::Image);
@@ -253,4 +260,146 @@ fn images_over_max_payload_go_through_the_object_store() {
         let info = store.info(upload::object_name(&big)).await.expect("object");
         assert_eq!(info.size, big.len());
     });
+}
+
+/// Answers every request on `subject` through `answer` (given the request and how many came
+/// before it), or never when `answer` returns `None`; returns the count of requests received.
+async fn scripted_worker(
+    url: &str,
+    subject: &str,
+    answer: impl Fn(&IncomingRequest, usize) -> Option<Response> + Send + 'static,
+) -> Arc<AtomicUsize> {
+    let nats = async_nats::connect(url).await.unwrap();
+    let mut sub = nats.subscribe(subject.to_string()).await.unwrap();
+    nats.flush().await.unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let request = protocol::decode_request(&msg.payload).unwrap();
+            if let (Some(reply), Some(response)) = (msg.reply, answer(&request, n)) {
+                let payload = protocol::encode(&response).unwrap();
+                nats.publish(reply, payload.into()).await.unwrap();
+            }
+        }
+    });
+    seen
+}
+
+fn overloaded(message: &str) -> DocError {
+    DocError::new(ErrorCode::Overloaded, message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_tried_at_most_max_attempts_times_in_all() {
+    let nats = NatsServer::start();
+    let client = Client::connect(&NatsOptions::for_url(&nats.url), "clip")
+        .await
+        .unwrap();
+    let opts = Options {
+        retry: RetryPolicy {
+            max_attempts: 4,
+            first_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(40),
+        },
+        ..Options::default()
+    };
+    let docs = || {
+        vec![
+            InputDoc::new("a", Document::text("one")),
+            InputDoc::new("b", Document::text("two")),
+        ]
+    };
+
+    // Nobody listens: the real cause, after every try.
+    for r in client.encode(docs(), &opts).await {
+        let e = r.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unavailable, "{e}");
+        assert!(
+            e.message
+                .contains("no worker is listening on `clip.encode`")
+                && e.message.ends_with("(after 4 tries)"),
+            "{e}"
+        );
+    }
+
+    // A worker that is always full, turning the whole request away and then each document in
+    // turn: one budget of tries covers both, it does not multiply.
+    let seen = scripted_worker(&nats.url, "clip.encode", |req, n| {
+        Some(if n % 2 == 0 {
+            Response::failure(req.id.clone(), "m", overloaded("worker full"))
+        } else {
+            let docs = req
+                .docs
+                .iter()
+                .map(|d| ResultDoc {
+                    id: d.id.clone().unwrap_or_default(),
+                    modality: None,
+                    embedding: None,
+                    scores: None,
+                    matches: None,
+                    error: Some(overloaded("no slot for this document").into()),
+                })
+                .collect();
+            Response {
+                id: req.id.clone(),
+                model: "m".into(),
+                docs,
+                error: None,
+            }
+        })
+    })
+    .await;
+    for r in client.encode(docs(), &opts).await {
+        let e = r.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Overloaded, "{e}");
+        assert!(e.message.ends_with("(after 4 tries)"), "{e}");
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_never_answers_is_a_timeout_tried_once() {
+    let nats = NatsServer::start();
+    let seen = scripted_worker(&nats.url, "clip.encode", |_, _| None).await;
+    let url = nats.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        submit_with_timeout(&url, &["encode", "a photo of a cat"], "1s")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    let got = lines(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(got[0]["error"]["code"], "timeout", "{got:?}");
+    let message = got[0]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("no reply on `clip.encode` within 1s"),
+        "{message}"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+
+    // As a durable job: the job stays in the stream, published once.
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "CLIP_JOBS".into(),
+            subjects: vec!["clip.jobs.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let url = nats.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        submit_with_timeout(&url, &["encode", "a photo of a cat", "--durable"], "1s")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    let got = lines(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(got[0]["error"]["code"], "timeout", "{got:?}");
+    let message = got[0]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("stays queued in the stream"), "{message}");
+    let mut stream = stream;
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
 }

@@ -13,6 +13,7 @@ mod tower;
 
 pub use stats::{BatchStats, TowerStats};
 
+use crate::defaults;
 use crate::engine::{ClipModel, Embedded, Prepared, Preprocessor};
 use crate::error::{DocError, ErrorCode};
 use crate::preprocess::input::{Document, Modality};
@@ -41,11 +42,11 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
-            minibatch_size: 32,
-            max_batch_delay: Duration::from_millis(5),
-            num_worker_preprocess: 4,
-            max_inflight_docs: 2048,
-            chunks_per_request: 2,
+            minibatch_size: defaults::MINIBATCH_SIZE,
+            max_batch_delay: defaults::MAX_BATCH_DELAY,
+            num_worker_preprocess: defaults::NUM_WORKER_PREPROCESS,
+            max_inflight_docs: defaults::MAX_INFLIGHT_DOCS,
+            chunks_per_request: defaults::CHUNKS_PER_REQUEST,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Flags shared by every command that loads a model. Each flag has a `CLIP_WORKER_*` twin.
 
+use crate::defaults;
 use crate::engine::{Device, EngineOptions, SessionConfig};
 use crate::model::DEFAULT_MODEL;
 use crate::preprocess::image::DEFAULT_MAX_PIXELS;
@@ -38,11 +39,15 @@ pub struct EngineArgs {
     pub inter_threads: usize,
 
     /// Largest minibatch fed to a tower.
-    #[arg(long, env = "CLIP_WORKER_MINIBATCH_SIZE", default_value_t = 32)]
+    #[arg(long, env = "CLIP_WORKER_MINIBATCH_SIZE", default_value_t = defaults::MINIBATCH_SIZE)]
     pub minibatch_size: usize,
 
     /// Threads that decode, resize and tokenize.
-    #[arg(long, env = "CLIP_WORKER_NUM_WORKER_PREPROCESS", default_value_t = 4)]
+    #[arg(
+        long,
+        env = "CLIP_WORKER_NUM_WORKER_PREPROCESS",
+        default_value_t = defaults::NUM_WORKER_PREPROCESS
+    )]
     pub num_worker_preprocess: usize,
 
     /// Largest image accepted, in pixels (decompression-bomb guard).

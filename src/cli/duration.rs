@@ -2,6 +2,18 @@
 
 use std::time::Duration;
 
+/// A duration as [`parse_duration`] reads it back: whole seconds as `30s`, else `ms` or `us`
+/// (shown as a flag's default in `--help`).
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}us", d.as_micros())
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -39,5 +51,20 @@ mod tests {
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn formats_what_it_parses() {
+        for d in [
+            Duration::from_millis(5),
+            Duration::from_secs(60),
+            Duration::from_millis(1500),
+            Duration::from_micros(250),
+            Duration::ZERO,
+        ] {
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{d:?}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(format_duration(Duration::from_millis(5)), "5ms");
     }
 }

@@ -2,16 +2,17 @@
 
 pub mod args;
 pub mod duration;
-pub mod jsonl;
+pub mod nats;
 pub mod serve;
 pub mod submit;
 
+use crate::client::ClientError;
+use crate::docio::{self, lines, InputDoc};
 use crate::engine::{Engine, EngineError};
 use crate::error::DocError;
 use crate::preprocess::input::{document_from_cli_arg, Document};
 use args::EngineArgs;
 use clap::{Parser, Subcommand};
-use jsonl::InputDoc;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -76,7 +77,9 @@ pub enum CliError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
-    Input(#[from] jsonl::JsonlError),
+    Input(#[from] docio::JsonlError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
@@ -109,19 +112,11 @@ fn load_inputs(args: &[String], file: &Option<PathBuf>) -> Result<Vec<InputDoc>,
     let mut docs: Vec<InputDoc> = args
         .iter()
         .enumerate()
-        .map(|(i, a)| {
-            let mut doc = document_from_cli_arg(a);
-            doc.id = Some(i.to_string());
-            InputDoc {
-                id: i.to_string(),
-                doc: Ok(doc),
-                matches: Vec::new(),
-            }
-        })
+        .map(|(i, a)| InputDoc::new(i.to_string(), document_from_cli_arg(a)))
         .collect();
     if let Some(path) = file {
         let first = docs.len();
-        docs.extend(jsonl::read_docs_from(path, first)?);
+        docs.extend(docio::read_docs_from(path, first)?);
     }
     Ok(docs)
 }
@@ -152,7 +147,7 @@ fn encode(a: EncodeArgs) -> Result<(), CliError> {
             } else {
                 Err(d.doc.clone().err().unwrap_or_else(internal))
             };
-            writeln!(out, "{}", jsonl::encode_line(&d.id, &r))?;
+            writeln!(out, "{}", lines::encode_line(&d.id, &r))?;
         }
     }
     out.flush()?;
@@ -179,14 +174,9 @@ fn rank(a: RankArgs) -> Result<(), CliError> {
     let mut roots: Vec<InputDoc> = Vec::new();
     match (&a.query, a.candidates.is_empty()) {
         (Some(q), false) => {
-            let mut doc = document_from_cli_arg(q);
-            doc.id = Some("query".into());
-            let matches = load_inputs(&a.candidates, &None)?;
-            roots.push(InputDoc {
-                id: "query".into(),
-                doc: Ok(doc),
-                matches,
-            });
+            let mut query = InputDoc::new("query", document_from_cli_arg(q));
+            query.matches = load_inputs(&a.candidates, &None)?;
+            roots.push(query);
         }
         (Some(_), true) => {
             return Err(CliError::Usage(
@@ -216,7 +206,7 @@ fn rank(a: RankArgs) -> Result<(), CliError> {
             )),
             (Ok(doc), false) => rank_one(&engine, doc, &root.matches),
         };
-        writeln!(out, "{}", jsonl::rank_line(&root.id, &match_ids, &result))?;
+        writeln!(out, "{}", lines::rank_line(&root.id, &match_ids, &result))?;
     }
     out.flush()?;
     Ok(())

@@ -1,12 +1,13 @@
 //! `clip-worker serve`: the NATS stream worker.
 
 use super::args::EngineArgs;
-use super::duration::parse_duration;
+use super::duration::{format_duration, parse_duration};
+use super::nats::NatsArgs;
 use crate::batch::{BatchConfig, Pipeline};
+use crate::defaults;
 use crate::engine::Engine;
 use crate::preprocess::fetch::FetchPolicy;
-use crate::protocol::Limits;
-use crate::transport::connect::NatsArgs;
+use crate::protocol::{Limits, Subjects};
 use crate::transport::handler::Handler;
 use crate::transport::jobs::{self, JobsConfig};
 use crate::transport::objects::ObjectFetcher;
@@ -35,58 +36,58 @@ pub struct ServeArgs {
     pub nats: NatsArgs,
 
     /// Subject prefix: `<prefix>.encode`, `<prefix>.rank`, `<prefix>.jobs.{encode,rank}`.
-    #[arg(long, env = "CLIP_WORKER_PREFIX", default_value = "clip")]
+    #[arg(long, env = "CLIP_WORKER_PREFIX", default_value = defaults::PREFIX)]
     pub prefix: String,
     /// What to serve.
     #[arg(long, env = "CLIP_WORKER_MODE", value_enum, default_value_t = Mode::Both)]
     pub mode: Mode,
     /// Service name for `$SRV` discovery.
-    #[arg(long, env = "CLIP_WORKER_SERVICE_NAME", default_value = "clip-worker")]
+    #[arg(long, env = "CLIP_WORKER_SERVICE_NAME", default_value = defaults::SERVICE_NAME)]
     pub service_name: String,
     /// Queue group shared by all workers for request/reply.
-    #[arg(long, env = "CLIP_WORKER_QUEUE_GROUP", default_value = "clip-workers")]
+    #[arg(long, env = "CLIP_WORKER_QUEUE_GROUP", default_value = defaults::QUEUE_GROUP)]
     pub queue_group: String,
 
     /// Longest a minibatch waits to fill once its first document is ready.
-    #[arg(long, env = "CLIP_WORKER_MAX_BATCH_DELAY", default_value = "5ms", value_parser = parse_duration)]
+    #[arg(long, env = "CLIP_WORKER_MAX_BATCH_DELAY", default_value = format_duration(defaults::MAX_BATCH_DELAY), value_parser = parse_duration)]
     pub max_batch_delay: Duration,
     /// Documents admitted at once; beyond this request/reply answers `overloaded`.
-    #[arg(long, env = "CLIP_WORKER_MAX_INFLIGHT_DOCS", default_value_t = 2048)]
+    #[arg(long, env = "CLIP_WORKER_MAX_INFLIGHT_DOCS", default_value_t = defaults::MAX_INFLIGHT_DOCS)]
     pub max_inflight_docs: usize,
 
     /// JetStream work-queue stream for durable jobs.
-    #[arg(long, env = "CLIP_WORKER_STREAM", default_value = "CLIP_JOBS")]
+    #[arg(long, env = "CLIP_WORKER_STREAM", default_value = defaults::STREAM)]
     pub stream: String,
     /// Durable pull consumer shared by all workers.
-    #[arg(long, env = "CLIP_WORKER_CONSUMER", default_value = "clip-workers")]
+    #[arg(long, env = "CLIP_WORKER_CONSUMER", default_value = defaults::CONSUMER)]
     pub consumer: String,
     /// Bind to an existing stream and consumer instead of creating them.
     #[arg(long, env = "CLIP_WORKER_BIND_EXISTING", default_value_t = false)]
     pub bind_existing: bool,
     /// Unacknowledged jobs the server hands out at once (consumer setting, all workers).
-    #[arg(long, env = "CLIP_WORKER_MAX_ACK_PENDING", default_value_t = 1024)]
+    #[arg(long, env = "CLIP_WORKER_MAX_ACK_PENDING", default_value_t = defaults::MAX_ACK_PENDING)]
     pub max_ack_pending: i64,
     /// Time before an unacknowledged job is redelivered (in-progress acks extend it).
-    #[arg(long, env = "CLIP_WORKER_ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "CLIP_WORKER_ACK_WAIT", default_value = format_duration(defaults::ACK_WAIT), value_parser = parse_duration)]
     pub ack_wait: Duration,
     /// Deliveries of a job before a transient failure is returned as its result.
-    #[arg(long, env = "CLIP_WORKER_MAX_DELIVER", default_value_t = 5)]
+    #[arg(long, env = "CLIP_WORKER_MAX_DELIVER", default_value_t = defaults::MAX_DELIVER)]
     pub max_deliver: i64,
     /// Delay before a job nak'ed for a transient failure is redelivered.
-    #[arg(long, env = "CLIP_WORKER_NAK_DELAY", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "CLIP_WORKER_NAK_DELAY", default_value = format_duration(defaults::NAK_DELAY), value_parser = parse_duration)]
     pub nak_delay: Duration,
     /// Jobs this worker processes at once.
-    #[arg(long, env = "CLIP_WORKER_MAX_INFLIGHT_JOBS", default_value_t = 64)]
+    #[arg(long, env = "CLIP_WORKER_MAX_INFLIGHT_JOBS", default_value_t = defaults::MAX_INFLIGHT_JOBS)]
     pub max_inflight_jobs: usize,
     /// Result subject for jobs without a `Clip-Reply-To` header [default: <prefix>.results].
     #[arg(long, env = "CLIP_WORKER_RESULTS_SUBJECT")]
     pub results_subject: Option<String>,
 
     /// Documents per request (matches included).
-    #[arg(long, env = "CLIP_WORKER_MAX_DOCS_PER_REQUEST", default_value_t = 1024)]
+    #[arg(long, env = "CLIP_WORKER_MAX_DOCS_PER_REQUEST", default_value_t = defaults::MAX_DOCS_PER_REQUEST)]
     pub max_docs_per_request: usize,
     /// Bytes of one document's blob or tensor (object-store images included).
-    #[arg(long, env = "CLIP_WORKER_MAX_DOC_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "CLIP_WORKER_MAX_DOC_BYTES", default_value_t = defaults::MAX_DOC_BYTES)]
     pub max_doc_bytes: usize,
     /// Let documents name local files on the worker (off: remote callers must not read its disk).
     #[arg(long, env = "CLIP_WORKER_ALLOW_LOCAL_FILES", default_value_t = false)]
@@ -95,11 +96,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CLIP_WORKER_ALLOW_HTTP", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_http: bool,
     /// Time limit for fetching one http(s) URI.
-    #[arg(long, env = "CLIP_WORKER_FETCH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "CLIP_WORKER_FETCH_TIMEOUT", default_value = format_duration(defaults::FETCH_TIMEOUT), value_parser = parse_duration)]
     pub fetch_timeout: Duration,
 
     /// On SIGTERM/SIGINT, time allowed to finish in-flight work before exiting.
-    #[arg(long, env = "CLIP_WORKER_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "CLIP_WORKER_SHUTDOWN_TIMEOUT", default_value = format_duration(defaults::SHUTDOWN_TIMEOUT), value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 }
 
@@ -153,7 +154,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
         },
     );
 
-    let client = args.nats.connect().await?;
+    let client = args.nats.options().connect().await?;
     let js = async_nats::jetstream::new(client.clone());
     let handler = Arc::new(Handler {
         pipeline: pipeline.clone(),
@@ -214,7 +215,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
             default_reply_subject: args
                 .results_subject
                 .clone()
-                .unwrap_or_else(|| format!("{}.results", args.prefix)),
+                .unwrap_or_else(|| Subjects::new(&args.prefix).results()),
         };
         let consumer = jobs::consumer(&js, &cfg).await?;
         let publisher = Publisher::new(client.clone(), js.clone());

@@ -1,15 +1,15 @@
 //! `clip-worker submit`: send encode or rank work to running workers over NATS.
 
-use super::duration::parse_duration;
-use super::jsonl::{self, InputDoc};
+use super::duration::{format_duration, parse_duration};
+use super::nats::NatsArgs;
 use super::CliError;
-use crate::client::output::{self, EncodeSink, JsonlEncode, NpyEncode};
 use crate::client::{Client, Options};
+use crate::defaults;
+use crate::docio::output::{self, EncodeSink, JsonlEncode, NpyEncode};
+use crate::docio::{self, InputDoc};
 use crate::error::DocError;
 use crate::preprocess::input::{document_from_cli_arg, uri_looks_like_image, Document};
-use crate::protocol::EmbeddingDtype;
-use crate::transport::connect::NatsArgs;
-use crate::transport::handler::JobKind;
+use crate::protocol::{EmbeddingDtype, JobKind};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -60,20 +60,20 @@ pub struct SubmitOptions {
     #[command(flatten)]
     pub nats: NatsArgs,
     /// Subject prefix the workers serve: `<prefix>.encode|rank`, `<prefix>.jobs.encode|rank`.
-    #[arg(long, env = "CLIP_WORKER_PREFIX", default_value = "clip")]
+    #[arg(long, env = "CLIP_WORKER_PREFIX", default_value = defaults::PREFIX)]
     pub prefix: String,
     /// Send durable JetStream jobs (kept in the stream until a worker answers) instead of
     /// request/reply.
     #[arg(long, env = "CLIP_WORKER_DURABLE", default_value_t = false)]
     pub durable: bool,
     /// Documents per request (rank: a query and its candidates together, never split).
-    #[arg(long, env = "CLIP_WORKER_BATCH_SIZE", default_value_t = 32)]
+    #[arg(long, env = "CLIP_WORKER_BATCH_SIZE", default_value_t = defaults::BATCH_SIZE)]
     pub batch_size: usize,
     /// Requests (or jobs) in flight at once.
-    #[arg(long, env = "CLIP_WORKER_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "CLIP_WORKER_CONCURRENCY", default_value_t = defaults::CONCURRENCY)]
     pub concurrency: usize,
     /// Wait for one reply (or one job's result, from its publication) at most this long.
-    #[arg(long, env = "CLIP_WORKER_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "CLIP_WORKER_TIMEOUT", default_value = format_duration(defaults::TIMEOUT), value_parser = parse_duration)]
     pub timeout: Duration,
     /// Ask for L2-normalised embeddings.
     #[arg(long, env = "CLIP_WORKER_NORMALIZE", default_value_t = false)]
@@ -89,7 +89,7 @@ pub struct SubmitOptions {
     #[arg(
         long,
         env = "CLIP_WORKER_OBJECT_BUCKET",
-        default_value = "clip-uploads"
+        default_value = defaults::OBJECT_BUCKET
     )]
     pub object_bucket: String,
     /// Write results here instead of standard output: JSON lines, or a float32 [N, D] matrix
@@ -133,14 +133,9 @@ impl SubmitOptions {
     }
 
     async fn connect(&self, kind: JobKind) -> Result<Client, CliError> {
-        let client = Client::connect(&self.nats, &self.prefix)
-            .await
-            .map_err(|e| CliError::Usage(e.to_string()))?;
+        let client = Client::connect(&self.nats.options(), &self.prefix).await?;
         if self.durable {
-            client
-                .check_jobs_stream(kind)
-                .await
-                .map_err(|e| CliError::Usage(e.to_string()))?;
+            client.check_jobs_stream(kind).await?;
         }
         Ok(client)
     }
@@ -189,23 +184,13 @@ pub fn docs_from_args(args: &[String]) -> Result<Vec<InputDoc>, CliError> {
         if Path::new(a).is_dir() {
             for p in images_in(Path::new(a))? {
                 let id = p.to_string_lossy().to_string();
-                let mut doc = Document::uri(id.clone());
-                doc.id = Some(id.clone());
-                docs.push(InputDoc {
-                    id,
-                    doc: Ok(doc),
-                    matches: Vec::new(),
-                });
+                docs.push(InputDoc::new(id.clone(), Document::uri(id)));
             }
         } else {
-            let id = docs.len().to_string();
-            let mut doc = document_from_cli_arg(a);
-            doc.id = Some(id.clone());
-            docs.push(InputDoc {
-                id,
-                doc: Ok(doc),
-                matches: Vec::new(),
-            });
+            docs.push(InputDoc::new(
+                docs.len().to_string(),
+                document_from_cli_arg(a),
+            ));
         }
     }
     Ok(docs)
@@ -253,7 +238,7 @@ async fn encode(a: SubmitEncodeArgs) -> Result<(), CliError> {
     let mut docs = docs_from_args(&a.inputs)?;
     if let Some(path) = &a.input {
         let offset = docs.len();
-        docs.extend(jsonl::read_docs_from(path, offset)?);
+        docs.extend(docio::read_docs_from(path, offset)?);
     }
     if docs.is_empty() {
         return Err(CliError::Usage(
@@ -301,13 +286,9 @@ async fn rank(a: SubmitRankArgs) -> Result<(), CliError> {
     let mut roots: Vec<InputDoc> = Vec::new();
     match (&a.query, a.candidates.is_empty()) {
         (Some(q), false) => {
-            let mut doc = document_from_cli_arg(q);
-            doc.id = Some("query".into());
-            roots.push(InputDoc {
-                id: "query".into(),
-                doc: Ok(doc),
-                matches: docs_from_args(&a.candidates)?,
-            });
+            let mut query = InputDoc::new("query", document_from_cli_arg(q));
+            query.matches = docs_from_args(&a.candidates)?;
+            roots.push(query);
         }
         (Some(_), true) => {
             return Err(CliError::Usage(
@@ -318,7 +299,7 @@ async fn rank(a: SubmitRankArgs) -> Result<(), CliError> {
         (None, true) => {}
     }
     if let Some(path) = &a.input {
-        roots.extend(jsonl::read_docs_from(path, 0)?);
+        roots.extend(docio::read_docs_from(path, 0)?);
     }
     if roots.is_empty() {
         return Err(CliError::Usage(

@@ -120,9 +120,44 @@ pub fn pack(items: &[Item], max_docs: usize, budget: usize) -> Vec<Range<usize>>
     groups
 }
 
+/// How many of `items` go in the next request (at least one).
+pub fn first_group(items: &[Item], batch_size: usize, budget: usize) -> usize {
+    pack(items, batch_size.max(1), budget)
+        .first()
+        .map_or(items.len(), |g| g.len().max(1))
+        .min(items.len())
+}
+
+/// Groups items in order so that each group holds at most `max` units (an item over `max` alone).
+pub fn into_chunks<T>(items: Vec<T>, max: usize, units: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut used = 0;
+    for item in items {
+        let u = units(&item);
+        if !current.is_empty() && used + u > max {
+            chunks.push(std::mem::take(&mut current));
+            used = 0;
+        }
+        used += u;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_respect_units() {
+        let c = into_chunks(vec![1, 1, 1, 5, 1], 3, |x| *x);
+        assert_eq!(c, vec![vec![1, 1, 1], vec![5], vec![1]]);
+        assert!(into_chunks(Vec::<usize>::new(), 3, |x| *x).is_empty());
+    }
 
     #[test]
     fn packs_by_count_and_size_in_order() {

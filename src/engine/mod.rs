@@ -41,8 +41,8 @@ impl EngineOptions {
             model_dir: model_dir.into(),
             ort_lib: None,
             session: SessionConfig::default(),
-            minibatch_size: 32,
-            num_worker_preprocess: 4,
+            minibatch_size: crate::defaults::MINIBATCH_SIZE,
+            num_worker_preprocess: crate::defaults::NUM_WORKER_PREPROCESS,
             max_pixels: DEFAULT_MAX_PIXELS,
             fetch: FetchPolicy::default(),
         }

@@ -24,8 +24,8 @@ impl Default for FetchPolicy {
         FetchPolicy {
             allow_local_files: true,
             allow_http: true,
-            max_bytes: 64 * 1024 * 1024,
-            timeout: Duration::from_secs(10),
+            max_bytes: crate::defaults::MAX_DOC_BYTES as u64,
+            timeout: crate::defaults::FETCH_TIMEOUT,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Request limits, checked once where a request is decoded so later stages can trust it.
 
 use super::{IncomingRequest, WireDoc};
+use crate::defaults;
 use crate::error::{DocError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,10 +19,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_docs: 4096,
-            max_matches: 1024,
-            max_text_chars: 100_000,
-            max_doc_bytes: 64 * 1024 * 1024,
+            max_docs: defaults::MAX_DOCS_PER_REQUEST,
+            max_matches: defaults::MAX_MATCHES,
+            max_text_chars: defaults::MAX_TEXT_CHARS,
+            max_doc_bytes: defaults::MAX_DOC_BYTES,
         }
     }
 }

@@ -5,11 +5,14 @@
 
 mod convert;
 mod decode;
+pub mod headers;
 mod limits;
+mod subjects;
 
 pub use convert::{embedding_payload, into_documents, ObjectRef};
 pub use decode::{decode_request, IncomingDoc, IncomingRequest, RequestError};
 pub use limits::{LimitError, Limits};
+pub use subjects::{JobKind, Subjects};
 
 use crate::error::{DocError, ErrorCode};
 use serde::{Deserialize, Serialize};

@@ -1,89 +1,59 @@
 //! Connecting to NATS: server list, credentials, TLS; reconnects forever.
 
-use clap::Args;
+use crate::defaults;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Args)]
-pub struct NatsArgs {
-    /// NATS server URLs, comma-separated.
-    #[arg(
-        long = "nats-url",
-        env = "CLIP_WORKER_NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        value_delimiter = ','
-    )]
+/// How to reach and authenticate to NATS (the command line fills it from `--nats-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsOptions {
+    /// Server URLs; the client picks one and fails over to the others.
     pub urls: Vec<String>,
     /// Credentials file (JWT + NKey seed), as `nsc` writes it.
-    #[arg(long = "nats-creds", env = "CLIP_WORKER_NATS_CREDS")]
     pub creds: Option<PathBuf>,
     /// File holding an NKey seed.
-    #[arg(long = "nats-nkey", env = "CLIP_WORKER_NATS_NKEY")]
     pub nkey: Option<PathBuf>,
-    /// Authentication token.
-    #[arg(
-        long = "nats-token",
-        env = "CLIP_WORKER_NATS_TOKEN",
-        hide_env_values = true
-    )]
     pub token: Option<String>,
-    /// User name (with --nats-password).
-    #[arg(long = "nats-user", env = "CLIP_WORKER_NATS_USER")]
-    pub user: Option<String>,
-    /// Password (with --nats-user).
-    #[arg(
-        long = "nats-password",
-        env = "CLIP_WORKER_NATS_PASSWORD",
-        hide_env_values = true
-    )]
-    pub password: Option<String>,
+    pub user_password: Option<(String, String)>,
     /// CA certificate (PEM) to verify the server; implies TLS.
-    #[arg(long = "nats-tls-ca", env = "CLIP_WORKER_NATS_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS (with --nats-tls-key).
-    #[arg(long = "nats-tls-cert", env = "CLIP_WORKER_NATS_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// Client key (PEM) for mutual TLS.
-    #[arg(long = "nats-tls-key", env = "CLIP_WORKER_NATS_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
     /// Require TLS even without a CA file.
-    #[arg(
-        long = "nats-tls",
-        env = "CLIP_WORKER_NATS_TLS",
-        default_value_t = false
-    )]
     pub tls: bool,
     /// Connection name shown in the server's monitoring.
-    #[arg(
-        long = "nats-name",
-        env = "CLIP_WORKER_NATS_NAME",
-        default_value = "clip-worker"
-    )]
     pub name: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("NATS credentials: {0}")]
-    Credentials(String),
-    #[error("connecting to NATS at {urls}: {message}")]
-    Connect { urls: String, message: String },
+    #[error("NATS credentials {}", path.display())]
+    Credentials {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to NATS at {urls}")]
+    Connect {
+        urls: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
 }
 
-impl NatsArgs {
+impl NatsOptions {
+    /// One server, no credentials.
     pub fn for_url(url: impl Into<String>) -> Self {
-        NatsArgs {
+        NatsOptions {
             urls: vec![url.into()],
             creds: None,
             nkey: None,
             token: None,
-            user: None,
-            password: None,
+            user_password: None,
             tls_ca: None,
-            tls_cert: None,
-            tls_key: None,
+            tls_client: None,
             tls: false,
-            name: "clip-worker".into(),
+            name: defaults::NATS_NAME.into(),
         }
     }
 
@@ -103,27 +73,30 @@ impl NatsArgs {
                     other => tracing::info!("NATS event: {other}"),
                 }
             });
+        let unreadable = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| ConnectError::Credentials { path, source }
+        };
         if let Some(path) = &self.creds {
             opts = opts
                 .credentials_file(path)
                 .await
-                .map_err(|e| ConnectError::Credentials(format!("{}: {e}", path.display())))?;
+                .map_err(unreadable(path))?;
         }
         if let Some(path) = &self.nkey {
-            let seed = std::fs::read_to_string(path)
-                .map_err(|e| ConnectError::Credentials(format!("{}: {e}", path.display())))?;
+            let seed = std::fs::read_to_string(path).map_err(unreadable(path))?;
             opts = opts.nkey(seed.trim().to_string());
         }
         if let Some(token) = &self.token {
             opts = opts.token(token.clone());
         }
-        if let (Some(u), Some(p)) = (&self.user, &self.password) {
-            opts = opts.user_and_password(u.clone(), p.clone());
+        if let Some((user, password)) = &self.user_password {
+            opts = opts.user_and_password(user.clone(), password.clone());
         }
         if let Some(ca) = &self.tls_ca {
             opts = opts.add_root_certificates(ca.clone()).require_tls(true);
         }
-        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+        if let Some((cert, key)) = &self.tls_client {
             opts = opts.add_client_certificate(cert.clone(), key.clone());
         }
         if self.tls {
@@ -131,9 +104,9 @@ impl NatsArgs {
         }
         opts.connect(self.urls.clone())
             .await
-            .map_err(|e| ConnectError::Connect {
+            .map_err(|source| ConnectError::Connect {
                 urls: self.urls.join(","),
-                message: e.to_string(),
+                source,
             })
     }
 }

@@ -6,29 +6,13 @@ use crate::engine::{rank_embedded, Embedded};
 use crate::error::{DocError, ErrorCode};
 use crate::preprocess::input::Document;
 use crate::protocol::{
-    self, embedding_payload, into_documents, EmbeddingDtype, IncomingDoc, IncomingRequest, Limits,
-    Response, ResultDoc, Scores, WireDoc,
+    self, embedding_payload, into_documents, EmbeddingDtype, IncomingDoc, IncomingRequest, JobKind,
+    Limits, Response, ResultDoc, Scores, WireDoc,
 };
 use std::sync::Arc;
 
 /// Bytes kept free for reply headers (protocol, job id, service error) under `max_payload`.
 const REPLY_HEADER_ROOM: usize = 1024;
-
-/// The two jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobKind {
-    Encode,
-    Rank,
-}
-
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Encode => "encode",
-            JobKind::Rank => "rank",
-        }
-    }
-}
 
 /// How a request waits for capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

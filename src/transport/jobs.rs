@@ -2,12 +2,11 @@
 //! pull consumer. A job is acked only after its result is safely published; transient failures
 //! are nak'ed with a delay; a job that can never succeed gets an error result and is terminated.
 
-use super::handler::{AdmissionMode, Handler, JobKind};
+use super::handler::{AdmissionMode, Handler};
 use super::publish::Publisher;
 use super::service::encode_reply;
-use super::{JOB_ID_HEADER, REPLY_TO_HEADER};
 use crate::error::ErrorCode;
-use crate::protocol::Response;
+use crate::protocol::{headers, JobKind, Response, Subjects};
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -41,10 +40,7 @@ pub struct JobsConfig {
 
 impl JobsConfig {
     pub fn subjects(&self) -> Vec<String> {
-        vec![
-            format!("{}.jobs.encode", self.prefix),
-            format!("{}.jobs.rank", self.prefix),
-        ]
+        Subjects::new(&self.prefix).jobs()
     }
 }
 
@@ -206,6 +202,18 @@ fn classify(response: &Response, delivered: i64, max_deliver: i64) -> Outcome {
     }
 }
 
+/// A header of a job, as text.
+fn header(
+    message: &jetstream::Message,
+    name: impl async_nats::header::IntoHeaderName,
+) -> Option<String> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_string())
+}
+
 async fn process(
     message: jetstream::Message,
     handler: &Handler,
@@ -217,22 +225,11 @@ async fn process(
         Err(_) => (0, 1),
     };
     let subject = message.subject.as_str();
-    let header = |name: &str| {
-        message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_string())
-    };
-    let reply_to = header(REPLY_TO_HEADER).unwrap_or_else(|| cfg.default_reply_subject.clone());
-    let job_id = header("Nats-Msg-Id").unwrap_or_else(|| format!("{}:{stream_seq}", cfg.stream));
-    let kind = if subject.ends_with(".encode") {
-        Some(JobKind::Encode)
-    } else if subject.ends_with(".rank") {
-        Some(JobKind::Rank)
-    } else {
-        None
-    };
+    let reply_to =
+        header(&message, headers::REPLY_TO).unwrap_or_else(|| cfg.default_reply_subject.clone());
+    let job_id = header(&message, headers::MESSAGE_ID)
+        .unwrap_or_else(|| format!("{}:{stream_seq}", cfg.stream));
+    let kind = JobKind::of_subject(subject);
     tracing::info!(job = %job_id, subject, delivered, "job received");
 
     // Keep the job ours while it runs: tell the server we are still working on it.
@@ -268,11 +265,15 @@ async fn process(
         let _ = message.ack_with(AckKind::Nak(Some(cfg.nak_delay))).await;
         return;
     }
-    let (payload, mut headers) = encode_reply(&response, &handler.model, handler.reply_limit());
-    headers.insert(JOB_ID_HEADER, job_id.as_str());
+    let (payload, mut reply_headers) =
+        encode_reply(&response, &handler.model, handler.reply_limit());
+    reply_headers.insert(headers::JOB_ID, job_id.as_str());
     // Publishing with the job's id lets a results stream drop the duplicate of a redelivered job.
-    headers.insert("Nats-Msg-Id", job_id.as_str());
-    if let Err(e) = publisher.publish(&reply_to, headers, payload.into()).await {
+    reply_headers.insert(headers::MESSAGE_ID, job_id.as_str());
+    if let Err(e) = publisher
+        .publish(&reply_to, reply_headers, payload.into())
+        .await
+    {
         tracing::warn!(job = %job_id, error = %e, "result not published; job will be redelivered");
         let _ = message.ack_with(AckKind::Nak(Some(cfg.nak_delay))).await;
         return;

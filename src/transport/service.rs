@@ -1,10 +1,10 @@
 //! Request/reply as a NATS service (`$SRV.PING|INFO|STATS` discovery), endpoints
 //! `<prefix>.encode` and `<prefix>.rank` in a queue group shared by every worker.
 
-use super::handler::{AdmissionMode, Handler, JobKind};
-use super::{service_error_code, PROTOCOL_HEADER};
+use super::handler::{AdmissionMode, Handler};
+use super::service_error_code;
 use crate::error::{DocError, ErrorCode};
-use crate::protocol::{self, Response, PROTOCOL_VERSION};
+use crate::protocol::{self, headers, JobKind, Response, PROTOCOL_VERSION};
 use async_nats::service::{Request, ServiceExt};
 use async_nats::HeaderMap;
 use futures::StreamExt;
@@ -61,11 +61,11 @@ pub async fn run(
         .map_err(|e| ServiceError(e.to_string()))?;
     let group = service.group(&config.prefix);
     let mut encode = group
-        .endpoint("encode")
+        .endpoint(JobKind::Encode.as_str())
         .await
         .map_err(|e| ServiceError(e.to_string()))?;
     let mut rank = group
-        .endpoint("rank")
+        .endpoint(JobKind::Rank.as_str())
         .await
         .map_err(|e| ServiceError(e.to_string()))?;
     // The subscriptions must be on the server before the worker calls itself ready.
@@ -180,17 +180,17 @@ pub fn encode_reply(response: &Response, model: &str, max_payload: usize) -> (Ve
             (protocol::encode(&r).unwrap_or_default(), r)
         }
     };
-    let mut headers = HeaderMap::new();
-    headers.insert(PROTOCOL_HEADER, PROTOCOL_VERSION);
+    let mut reply_headers = HeaderMap::new();
+    reply_headers.insert(headers::PROTOCOL, PROTOCOL_VERSION);
     if let Some(err) = &response.error {
-        headers.insert(
+        reply_headers.insert(
             async_nats::service::NATS_SERVICE_ERROR,
             err.message.as_str(),
         );
-        headers.insert(
+        reply_headers.insert(
             async_nats::service::NATS_SERVICE_ERROR_CODE,
             service_error_code(err.code).to_string().as_str(),
         );
     }
-    (payload, headers)
+    (payload, reply_headers)
 }

@@ -1,7 +1,7 @@
 //! Writing results in input order: JSON lines (the `clip-worker encode`/`rank` format) or a
 //! `.npy` matrix (float32 `[N, D]`, little-endian, format version 1.0).
 
-use crate::cli::jsonl;
+use super::lines;
 use crate::engine::{Embedded, Ranked};
 use crate::error::DocError;
 use std::io::{self, Write};
@@ -17,7 +17,7 @@ pub struct JsonlEncode<W: Write>(pub W);
 
 impl<W: Write> EncodeSink for JsonlEncode<W> {
     fn push(&mut self, id: &str, result: &Result<Embedded, DocError>) -> io::Result<()> {
-        writeln!(self.0, "{}", jsonl::encode_line(id, result))
+        writeln!(self.0, "{}", lines::encode_line(id, result))
     }
     fn finish(&mut self) -> io::Result<()> {
         self.0.flush()
@@ -31,7 +31,7 @@ pub fn write_rank_line(
     match_ids: &[String],
     result: &Result<Ranked, DocError>,
 ) -> io::Result<()> {
-    writeln!(out, "{}", jsonl::rank_line(id, match_ids, result))
+    writeln!(out, "{}", lines::rank_line(id, match_ids, result))
 }
 
 /// A `.npy` writer for `rows` embeddings, streamed: the header is written once the dimension is

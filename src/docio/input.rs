@@ -1,12 +1,11 @@
-//! JSON-lines documents for the CLI: `{"id", "text"}`, `{"id", "uri"}`, `{"id", "blob": base64}`,
+//! Input documents: JSON lines `{"id", "text"}`, `{"id", "uri"}`, `{"id", "blob": base64}`,
 //! `{"id", "tensor": {"shape", "data": base64}}`, optionally with `"matches": [...]` for rank.
 
-use crate::engine::{Embedded, Ranked};
 use crate::error::DocError;
 use crate::preprocess::input::{Document, PixelTensor};
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::Value;
 use std::io::BufRead;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -40,6 +39,19 @@ pub struct InputDoc {
     pub id: String,
     pub doc: Result<Document, DocError>,
     pub matches: Vec<InputDoc>,
+}
+
+impl InputDoc {
+    /// A document without matches, carrying `id` (also as the document's own id).
+    pub fn new(id: impl Into<String>, mut doc: Document) -> Self {
+        let id = id.into();
+        doc.id = Some(id.clone());
+        InputDoc {
+            id,
+            doc: Ok(doc),
+            matches: Vec::new(),
+        }
+    }
 }
 
 fn id_string(id: &Option<Value>, position: usize) -> String {
@@ -127,53 +139,6 @@ pub fn read_docs(reader: impl BufRead, first_position: usize) -> Result<Vec<Inpu
         out.push(doc.into_input(position));
     }
     Ok(out)
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: &'a str,
-}
-
-fn error_json(e: &DocError) -> Value {
-    json!(ErrorBody {
-        code: e.code.as_str(),
-        message: &e.message
-    })
-}
-
-/// `{"id", "modality", "embedding"}` or `{"id", "error"}`.
-pub fn encode_line(id: &str, result: &Result<Embedded, DocError>) -> Value {
-    match result {
-        Ok(e) => json!({"id": id, "modality": e.modality.as_str(), "embedding": e.embedding}),
-        Err(e) => json!({"id": id, "error": error_json(e)}),
-    }
-}
-
-/// A ranked root: matches best first with both scores, then any matches that failed.
-pub fn rank_line(id: &str, match_ids: &[String], result: &Result<Ranked, DocError>) -> Value {
-    match result {
-        Err(e) => json!({"id": id, "error": error_json(e)}),
-        Ok(r) => {
-            let mut matches: Vec<Value> = r
-                .matches
-                .iter()
-                .map(|m| {
-                    json!({
-                        "id": match_ids.get(m.index).cloned().unwrap_or_else(|| m.index.to_string()),
-                        "scores": {"clip_score": m.clip_score, "clip_score_cosine": m.clip_score_cosine},
-                    })
-                })
-                .collect();
-            matches.extend(r.failed.iter().map(|(i, e)| {
-                json!({
-                    "id": match_ids.get(*i).cloned().unwrap_or_else(|| i.to_string()),
-                    "error": error_json(e),
-                })
-            }));
-            json!({"id": id, "modality": r.root.modality.as_str(), "matches": matches})
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,9 @@
+//! Documents in and results out, in the formats of the command line: JSON lines in
+//! ([`input`]), JSON lines or a `.npy` matrix out ([`lines`], [`output`]). Shared by the
+//! in-process commands and the `submit` client; it knows nothing of NATS.
+
+pub mod input;
+pub mod lines;
+pub mod output;
+
+pub use input::{read_docs, read_docs_from, InputDoc, JsonlError};
