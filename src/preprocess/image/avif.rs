@@ -38,6 +38,7 @@ use rav1d::src::lib::{
     dav1d_open, dav1d_picture_unref, dav1d_send_data,
 };
 
+use super::buffer::{check_pixels, zeroed};
 use super::mode::{Mode, PilImage};
 use super::ImageError;
 
@@ -81,7 +82,7 @@ pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> Result<PilImage, ImageErr
             meta.bit_depth
         )));
     }
-    super::decode::check_pixels(
+    check_pixels(
         meta.max_frame_width.get() as usize,
         meta.max_frame_height.get() as usize,
         max_pixels,
@@ -98,7 +99,7 @@ pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> Result<PilImage, ImageErr
         }
     }
     let colour = decode_av1(&avif.primary_item, max_pixels)?;
-    super::decode::check_pixels(colour.width, colour.height, max_pixels)?;
+    check_pixels(colour.width, colour.height, max_pixels)?;
     let alpha = match &avif.alpha_item {
         Some(item) => {
             let a = decode_av1(item, max_pixels)?;
@@ -125,7 +126,7 @@ pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> Result<PilImage, ImageErr
     }
     let constants = yuv_constants(&colour)?;
     let channels = if alpha.is_some() { 4 } else { 3 };
-    let mut out = super::decode::zeroed::<u8>(colour.width * colour.height * channels)?;
+    let mut out = zeroed::<u8>(colour.width * colour.height * channels)?;
     yuv_to_rgb(&colour, &constants, &mut out, channels);
     if let Some(a) = alpha {
         let y = &a.planes[0];
@@ -293,7 +294,7 @@ fn copy_frame(pic: &Dav1dPicture) -> Result<Frame, ImageError> {
         if stride < w {
             return Err(err("stride shorter than the plane width"));
         }
-        let mut out = super::decode::zeroed::<u8>(w * h)?;
+        let mut out = zeroed::<u8>(w * h)?;
         for (row, dst) in out.chunks_exact_mut(w).enumerate() {
             // SAFETY: dav1d guarantees `h` rows of `stride` bytes, each at least `w` samples.
             let src = unsafe {
