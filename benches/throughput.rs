@@ -125,7 +125,8 @@ fn main() {
             max_batch_delay: Duration::from_millis(2),
             ..BatchConfig::default()
         },
-    );
+    )
+    .expect("pipeline");
     let one = |p: std::sync::Arc<Pipeline>, i: usize| async move {
         let admission = p.admit(1).await.expect("admit");
         p.embed(vec![Document::text(format!("request {i}"))], &admission)

@@ -64,10 +64,18 @@ pub struct NatsArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("NATS credentials: {0}")]
-    Credentials(String),
-    #[error("connecting to NATS at {urls}: {message}")]
-    Connect { urls: String, message: String },
+    #[error("NATS credentials from `{}`", path.display())]
+    Credentials {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to NATS at {urls}")]
+    Connect {
+        urls: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
 }
 
 impl NatsArgs {
@@ -104,14 +112,20 @@ impl NatsArgs {
                 }
             });
         if let Some(path) = &self.creds {
-            opts = opts
-                .credentials_file(path)
-                .await
-                .map_err(|e| ConnectError::Credentials(format!("{}: {e}", path.display())))?;
+            opts =
+                opts.credentials_file(path)
+                    .await
+                    .map_err(|source| ConnectError::Credentials {
+                        path: path.clone(),
+                        source,
+                    })?;
         }
         if let Some(path) = &self.nkey {
-            let seed = std::fs::read_to_string(path)
-                .map_err(|e| ConnectError::Credentials(format!("{}: {e}", path.display())))?;
+            let seed =
+                std::fs::read_to_string(path).map_err(|source| ConnectError::Credentials {
+                    path: path.clone(),
+                    source,
+                })?;
             opts = opts.nkey(seed.trim().to_string());
         }
         if let Some(token) = &self.token {
@@ -131,9 +145,9 @@ impl NatsArgs {
         }
         opts.connect(self.urls.clone())
             .await
-            .map_err(|e| ConnectError::Connect {
+            .map_err(|source| ConnectError::Connect {
                 urls: self.urls.join(","),
-                message: e.to_string(),
+                source,
             })
     }
 }
