@@ -89,6 +89,8 @@ mod tests {
     use std::time::Duration;
 
     type Reply = oneshot::Receiver<Result<Embedded, DocError>>;
+    /// The batch sizes the fake model saw, in order.
+    type Sizes = Arc<Mutex<Vec<usize>>>;
 
     fn tower(minibatch_size: usize, max_batch_delay: Duration) -> Tower {
         Tower {
@@ -109,13 +111,26 @@ mod tests {
     }
 
     /// A fake model: each input becomes a one-value embedding; batch sizes are recorded.
-    fn echo(
-        sizes: Arc<Mutex<Vec<usize>>>,
-    ) -> impl Fn(&[&u32]) -> Result<Vec<Vec<f32>>, InferenceError> {
+    fn echo(sizes: Sizes) -> impl Fn(&[&u32]) -> Result<Vec<Vec<f32>>, InferenceError> {
         move |batch| {
             sizes.lock().unwrap().push(batch.len());
             Ok(batch.iter().map(|&&v| vec![v as f32]).collect())
         }
+    }
+
+    /// Runs `t` with the echo model on its own thread, as the pipeline does.
+    fn spawn_echo(
+        t: Tower,
+    ) -> (
+        crossbeam_channel::Sender<TowerJob<u32>>,
+        Sizes,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let recorded = sizes.clone();
+        let thread = std::thread::spawn(move || t.run(rx, echo(recorded)));
+        (tx, sizes, thread)
     }
 
     /// Waits for a reply; the generous limit only turns a hang into a failure.
@@ -157,11 +172,7 @@ mod tests {
 
     #[test]
     fn a_partial_minibatch_runs_once_the_delay_is_over() {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let sizes = Arc::new(Mutex::new(Vec::new()));
-        let recorded = sizes.clone();
-        let thread =
-            std::thread::spawn(move || tower(8, Duration::from_millis(20)).run(rx, echo(recorded)));
+        let (tx, sizes, thread) = spawn_echo(tower(8, Duration::from_millis(20)));
         let (a, reply) = job(7);
         tx.send(a).unwrap();
         // The queue stays open and the batch is far from full: only the delay can release it.
@@ -173,11 +184,7 @@ mod tests {
 
     #[test]
     fn a_minibatch_waits_for_documents_that_arrive_within_the_delay() {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let sizes = Arc::new(Mutex::new(Vec::new()));
-        let recorded = sizes.clone();
-        let thread =
-            std::thread::spawn(move || tower(2, Duration::from_secs(3600)).run(rx, echo(recorded)));
+        let (tx, sizes, thread) = spawn_echo(tower(2, Duration::from_secs(3600)));
         let (a, first) = job(1);
         tx.send(a).unwrap();
         std::thread::sleep(Duration::from_millis(50));

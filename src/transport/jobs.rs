@@ -92,7 +92,7 @@ pub async fn consumer(
         stream
             .get_consumer::<consumer::pull::Config>(&cfg.consumer)
             .await
-            .map_err(|e| consumer_err(e.into()))
+            .map_err(consumer_err)
     } else {
         stream
             .get_or_create_consumer(
