@@ -4,6 +4,8 @@
 //! tiny model, so inference is cheap and the figures isolate preprocessing and batching overhead;
 //! see docs/benchmarks.md for how to read them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use clip_worker::batch::{BatchConfig, Pipeline};
 use clip_worker::engine::{Engine, EngineOptions, SessionConfig};
 use clip_worker::preprocess::image::{self, DEFAULT_MAX_PIXELS};

@@ -1,5 +1,7 @@
 //! The operations guide documents every setting the commands accept.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 #[test]

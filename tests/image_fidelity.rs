@@ -9,6 +9,8 @@
 //!
 //! Run with `cargo test --test image_fidelity -- --nocapture` to see the per-image report.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,8 @@
 //! `clip-worker submit` against a real nats-server and worker: request/reply and durable jobs,
 //! JSONL and `.npy` output, and images over `max_payload` through the Object Store.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use clip_worker::cli::jsonl::InputDoc;

@@ -20,6 +20,12 @@
 //!
 //! Streams libyuv cannot convert (high bit depth, identity/YCgCo/other matrices) are reported as
 //! [`ImageError::Unsupported`]; malformed containers or AV1 data as [`ImageError::Decode`].
+//!
+//! rav1d is called through its dav1d C API, the only unsafe code in the crate: every unsafe
+//! block states why it is sound.
+
+#![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::ffi::c_int;
 use std::io::Cursor;
@@ -237,7 +243,7 @@ fn decode_av1(obus: &[u8], max_pixels: u64) -> Result<Frame, ImageError> {
         }
         if data.0.sz == 0 {
             // Everything was sent; one more round lets the decoder drain.
-            // SAFETY: as above.
+            // SAFETY: `ctx.0` is an open context and `pic.0` valid to write to.
             let r = unsafe { dav1d_get_picture(ctx.0, Some(NonNull::from(&mut pic.0))) };
             if r.0 == 0 {
                 got = true;
