@@ -9,7 +9,7 @@ scripts/bootstrap.sh
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   if command -v rustup >/dev/null 2>&1; then
     echo "test: installing rustfmt and clippy"
-    rustup component add rustfmt clippy
+    rustup component add rustfmt clippy || echo "test: rustup could not install them" >&2
   fi
   for tool in fmt clippy; do
     if ! cargo "$tool" --version >/dev/null 2>&1; then
