@@ -4,6 +4,8 @@
 //! tiny model, so inference is cheap and the figures isolate preprocessing and batching overhead;
 //! see docs/benchmarks.md for how to read them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use clip_worker::batch::{BatchConfig, Pipeline};
 use clip_worker::engine::{Engine, EngineOptions, SessionConfig};
 use clip_worker::preprocess::image::{self, DEFAULT_MAX_PIXELS};
@@ -126,7 +128,8 @@ fn main() {
             max_batch_delay: Duration::from_millis(2),
             ..BatchConfig::default()
         },
-    );
+    )
+    .expect("pipeline");
     let one = |p: std::sync::Arc<Pipeline>, i: usize| async move {
         let admission = p.admit(1).await.expect("admit");
         p.embed(vec![Document::text(format!("request {i}"))], &admission)

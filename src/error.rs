@@ -121,9 +121,40 @@ impl DocError {
     }
 }
 
+/// Any error kept as the source of another one, whatever its type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Displays an error followed by its sources, `outer: inner: root`, so a log line or a
+/// document's error message carries the whole cause, not only the outermost context.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn chain_shows_every_source() {
+        let e = Outer(std::io::Error::other("root cause"));
+        assert_eq!(ErrorChain(&e).to_string(), "outer: root cause");
+        let plain = std::io::Error::other("alone");
+        assert_eq!(ErrorChain(&plain).to_string(), "alone");
+    }
 
     #[test]
     fn codes_round_trip_and_unknown_codes_decode_leniently() {

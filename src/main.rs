@@ -1,5 +1,6 @@
 use clap::Parser;
 use clip_worker::cli::{run, Cli};
+use clip_worker::error::ErrorChain;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -13,7 +14,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", ErrorChain(&e));
             ExitCode::FAILURE
         }
     }

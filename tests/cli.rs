@@ -1,5 +1,7 @@
 //! The command line end to end: encode and rank with the fixture model, JSON lines in and out.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{fixture_image, fixture_model_dir, repo_root};

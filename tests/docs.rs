@@ -1,6 +1,8 @@
 //! The operations guide documents every setting the commands accept, with the defaults the
 //! commands really use.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::process::Command;
 

@@ -2,6 +2,8 @@
 //! graphs (tests/fixtures/reference, made by scripts/make_fixtures.py): embeddings for texts,
 //! images in many formats and pixel tensors, and rank scores and order.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use base64::Engine as _;

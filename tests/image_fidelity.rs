@@ -2,12 +2,14 @@
 //!
 //! `tests/fixtures/images/reference.json` and `crops/*.png` are produced by
 //! `scripts/fixtures/ref_image.py` with Pillow 13 (the CLIP-as-service pipeline: open, bicubic
-//! resize in the image's own mode, centre crop, `convert('RGB')`). Lossless formats must match
-//! bit for bit; lossy ones (JPEG, lossy WebP) within one 8-bit level per value, because the
-//! Rust decoders are not libjpeg-turbo / libwebp. AVIF (rav1d + libyuv's conversion, as in
-//! Pillow's libavif) is lossy but expected bit for bit (`expect: "exact"`).
+//! resize in the image's own mode, centre crop, `convert('RGB')`). Every crop must match bit for
+//! bit, lossy formats included (JPEG through the libjpeg-turbo-exact decoder, lossy WebP, AVIF
+//! through rav1d + libyuv's conversion): no tolerance, and every reference case must say
+//! `expect: "exact"`, so a decoder off by one level fails.
 //!
 //! Run with `cargo test --test image_fidelity -- --nocapture` to see the per-image report.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,7 +34,6 @@ struct ImageCase {
     pil_mode: String,
     width: u32,
     height: u32,
-    lossless: bool,
     expect: String,
     size: u32,
     crop_sha256: String,
@@ -158,14 +159,13 @@ fn crops_match_pillow() {
         if hash_ok {
             t.exact += 1;
         }
-        // `exact` covers lossless formats and lossy ones decoded bit-identically (AVIF).
-        assert!(
-            !case.lossless || case.expect == "exact",
-            "{}: lossless but not exact",
+        // What docs/fidelity.md claims: every supported image, lossy or not, is bit-identical.
+        assert_eq!(
+            case.expect, "exact",
+            "{}: the reference must expect an exact match",
             case.file
         );
-        let tolerance = if case.expect == "exact" { 0 } else { 1 };
-        let verdict = if max_diff <= tolerance { "ok" } else { "FAIL" };
+        let verdict = if max_diff == 0 { "ok" } else { "FAIL" };
         println!(
             "{label}  {verdict}: {} (max diff {max_diff}, {count} values differ{})",
             if hash_ok { "bit-identical" } else { "differs" },
@@ -173,9 +173,9 @@ fn crops_match_pillow() {
                 .map(|(x, y, c)| format!(", first at x={x} y={y} c={c}"))
                 .unwrap_or_default()
         );
-        if max_diff > tolerance {
+        if max_diff > 0 {
             failures.push(format!(
-                "{} (S={}): max diff {max_diff} > {tolerance}, {count} values differ",
+                "{} (S={}): max diff {max_diff}, {count} values differ",
                 case.file, case.size
             ));
         }

@@ -1,5 +1,7 @@
 //! Durable jobs through JetStream with a real nats-server: results, crashes, restarts, shutdown.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use async_nats::jetstream::{self, consumer, stream};

@@ -1,5 +1,7 @@
 //! The layering `docs/architecture.md` describes: a module never imports one further out.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 /// From the inside out.

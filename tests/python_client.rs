@@ -1,6 +1,8 @@
 //! The Python example client (`examples/python/client.py`, nats-py + msgpack from the project's
 //! `.venv`) against a real nats-server and worker: encode, rank and a durable job.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::client::png;

@@ -1,5 +1,7 @@
 //! Request/reply through a real nats-server: encode, rank, errors, queue groups, coalescing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use clip_worker::error::ErrorCode;

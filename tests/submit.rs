@@ -2,6 +2,8 @@
 //! JSONL and `.npy` output, images over `max_payload` through the Object Store, and how
 //! failures are retried and reported.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use clip_worker::client::{upload, Client, Options, RetryPolicy};

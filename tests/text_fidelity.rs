@@ -2,6 +2,8 @@
 //!
 //! `tests/fixtures/text/tokens.json` is produced by `scripts/fixtures/ref_text.py` (ftfy 6.3.1).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fmt::Write as _;
 
 use clip_worker::preprocess::text::{ClipTokenizer, CONTEXT_LENGTH, EOT_ID, SOT_ID};

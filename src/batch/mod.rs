@@ -14,7 +14,7 @@ mod tower;
 pub use stats::{BatchStats, TowerStats};
 
 use crate::defaults;
-use crate::engine::{ClipModel, Embedded, Prepared, Preprocessor};
+use crate::engine::{ClipModel, Embedded, InferenceError, Prepared, Preprocessor};
 use crate::error::{DocError, ErrorCode};
 use crate::preprocess::input::{Document, Modality};
 use futures::stream::{self, StreamExt};
@@ -71,12 +71,48 @@ pub struct Pipeline {
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
+/// The pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The operating system refused a thread (preprocess pool or tower).
+    #[error("cannot start the `{name}` thread")]
+    Spawn {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Turns one document into its tower's input (the preprocess pool runs it).
+type PrepareFn = dyn Fn(&Document) -> Result<Prepared, DocError> + Send + Sync;
+
 impl Pipeline {
+    /// Starts the preprocess pool and the two tower threads for `model`.
     pub fn start(
         model: Arc<ClipModel>,
         preprocessor: Preprocessor,
         config: BatchConfig,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, StartError> {
+        let text_model = model.clone();
+        Self::start_with(
+            Arc::new(move |doc: &Document| preprocessor.prepare(doc)),
+            move |batch: &[&[u32]]| text_model.run_text(batch),
+            move |batch: &[&[f32]]| model.run_images(batch),
+            config,
+        )
+    }
+
+    /// Starts the pipeline around any preprocessing and tower functions (a fake model in tests).
+    fn start_with<T, I>(
+        prepare: Arc<PrepareFn>,
+        run_text: T,
+        run_images: I,
+        config: BatchConfig,
+    ) -> Result<Arc<Self>, StartError>
+    where
+        T: Fn(&[&[u32]]) -> Result<Vec<Vec<f32>>, InferenceError> + Send + 'static,
+        I: Fn(&[&[f32]]) -> Result<Vec<Vec<f32>>, InferenceError> + Send + 'static,
+    {
         let size = config.minibatch_size.max(1);
         let config = BatchConfig {
             minibatch_size: size,
@@ -85,56 +121,51 @@ impl Pipeline {
             chunks_per_request: config.chunks_per_request.max(1),
             ..config
         };
+        // Declared before the queues so that, should a start fail, the queues close first and
+        // the threads already started see them closed and can be joined.
+        let mut threads = Threads::default();
         let stats = Arc::new(BatchStats::default());
         let (prep_tx, prep_rx) = crossbeam_channel::bounded::<PrepJob>(config.max_inflight_docs);
         let (text_tx, text_rx) = crossbeam_channel::bounded::<TowerJob<Vec<u32>>>(2 * size);
         let (image_tx, image_rx) = crossbeam_channel::bounded::<TowerJob<Vec<f32>>>(2 * size);
-        let mut threads = Vec::new();
         for i in 0..config.num_worker_preprocess {
-            let (rx, text_tx, image_tx, pre) = (
+            let (rx, text_tx, image_tx, prepare) = (
                 prep_rx.clone(),
                 text_tx.clone(),
                 image_tx.clone(),
-                preprocessor.clone(),
+                prepare.clone(),
             );
-            let spawned = std::thread::Builder::new()
-                .name(format!("preprocess-{i}"))
-                .spawn(move || preprocess_loop(rx, pre, text_tx, image_tx));
-            if let Ok(h) = spawned {
-                threads.push(h);
-            }
+            threads.spawn(format!("preprocess-{i}"), move || {
+                preprocess_loop(rx, &*prepare, text_tx, image_tx)
+            })?;
         }
-        drop((text_tx, image_tx));
-        let text_model = model.clone();
-        threads.extend(tower::spawn(
-            "tower-text",
-            text_rx,
-            Modality::Text,
-            config.clone(),
-            stats.text.clone(),
-            move |batch: &[&Vec<u32>]| {
+        drop((prep_rx, text_tx, image_tx));
+        let make_tower = |modality, stats| tower::Tower {
+            modality,
+            config: config.clone(),
+            stats,
+        };
+        let text = make_tower(Modality::Text, stats.text.clone());
+        threads.spawn("tower-text".into(), move || {
+            text.run(text_rx, |batch: &[&Vec<u32>]| {
                 let refs: Vec<&[u32]> = batch.iter().map(|v| v.as_slice()).collect();
-                text_model.run_text(&refs)
-            },
-        ));
-        threads.extend(tower::spawn(
-            "tower-image",
-            image_rx,
-            Modality::Image,
-            config.clone(),
-            stats.image.clone(),
-            move |batch: &[&Vec<f32>]| {
+                run_text(&refs)
+            })
+        })?;
+        let image = make_tower(Modality::Image, stats.image.clone());
+        threads.spawn("tower-image".into(), move || {
+            image.run(image_rx, |batch: &[&Vec<f32>]| {
                 let refs: Vec<&[f32]> = batch.iter().map(|v| v.as_slice()).collect();
-                model.run_images(&refs)
-            },
-        ));
-        Arc::new(Pipeline {
+                run_images(&refs)
+            })
+        })?;
+        Ok(Arc::new(Pipeline {
             prep_tx,
             inflight: Arc::new(Semaphore::new(config.max_inflight_docs)),
             config,
             stats,
-            threads: std::sync::Mutex::new(threads),
-        })
+            threads: std::sync::Mutex::new(threads.into_handles()),
+        }))
     }
 
     pub fn config(&self) -> &BatchConfig {
@@ -248,9 +279,50 @@ impl Pipeline {
     }
 }
 
+/// The threads started so far; if a later one cannot start, dropping this closes their
+/// queues (the senders went out of scope with the failed start) and joins them.
+#[derive(Default)]
+struct Threads(Vec<std::thread::JoinHandle<()>>);
+
+impl Threads {
+    fn spawn(
+        &mut self,
+        name: String,
+        body: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StartError> {
+        self.spawn_with(std::thread::Builder::new(), name, body)
+    }
+
+    fn spawn_with(
+        &mut self,
+        builder: std::thread::Builder,
+        name: String,
+        body: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StartError> {
+        let handle = builder
+            .name(name.clone())
+            .spawn(body)
+            .map_err(|source| StartError::Spawn { name, source })?;
+        self.0.push(handle);
+        Ok(())
+    }
+
+    fn into_handles(mut self) -> Vec<std::thread::JoinHandle<()>> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        for t in self.0.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 fn preprocess_loop(
     rx: crossbeam_channel::Receiver<PrepJob>,
-    pre: Preprocessor,
+    prepare: &PrepareFn,
     text_tx: crossbeam_channel::Sender<TowerJob<Vec<u32>>>,
     image_tx: crossbeam_channel::Sender<TowerJob<Vec<f32>>>,
 ) {
@@ -259,7 +331,7 @@ fn preprocess_loop(
         let prepared = {
             let _s = tracing::debug_span!("preprocess").entered();
             // A decoder bug must cost one document, not a pool thread.
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pre.prepare(&job.doc)))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(&job.doc)))
                 .unwrap_or_else(|_| {
                     tracing::error!(
                         "preprocessing panicked; the document fails with an internal error"
@@ -297,5 +369,129 @@ fn preprocess_loop(
                 "inference thread stopped",
             )));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    const SMALL: u32 = 1000;
+
+    #[test]
+    fn a_thread_that_cannot_start_fails_start_up_and_the_others_are_joined() {
+        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+        let mut threads = Threads::default();
+        threads
+            .spawn(
+                "waits-for-its-queue".into(),
+                move || while rx.recv().is_ok() {},
+            )
+            .unwrap();
+        // No address space has room for this stack, so the operating system refuses the thread.
+        let refused = threads.spawn_with(
+            std::thread::Builder::new().stack_size(1 << 47),
+            "too-big".into(),
+            || {},
+        );
+        assert!(
+            matches!(&refused, Err(StartError::Spawn { name, .. }) if name == "too-big"),
+            "{refused:?}"
+        );
+        // As in a failed start: the queue closes first, then dropping joins the running thread.
+        drop(tx);
+        drop(threads);
+    }
+
+    /// A large request must not hold a small one back for longer than its in-flight chunks.
+    #[test]
+    fn a_small_request_overtakes_a_large_one() {
+        let size = 4;
+        let batches: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
+        let (started_tx, started_rx) = crossbeam_channel::unbounded();
+        let (release_tx, release_rx) = crossbeam_channel::unbounded::<()>();
+        let (prepared_tx, prepared_rx) = crossbeam_channel::unbounded();
+        // Fake preprocessing: the text is the token id.
+        let prepare = move |doc: &Document| {
+            let id = doc
+                .text
+                .as_deref()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let _ = prepared_tx.send(id);
+            Ok(Prepared::Text(vec![id]))
+        };
+        let recorded = batches.clone();
+        // Fake text tower: records each batch and holds the first one until released.
+        let run_text = move |batch: &[&[u32]]| {
+            let ids: Vec<u32> = batch.iter().map(|t| t[0]).collect();
+            let first = {
+                let mut all = recorded.lock().unwrap();
+                all.push(ids.clone());
+                all.len() == 1
+            };
+            if first {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            }
+            Ok(ids.iter().map(|&id| vec![id as f32]).collect())
+        };
+        let no_images = |_: &[&[f32]]| -> Result<Vec<Vec<f32>>, InferenceError> {
+            unreachable!("no image in this test")
+        };
+        let config = BatchConfig {
+            minibatch_size: size,
+            max_batch_delay: Duration::ZERO,
+            num_worker_preprocess: 1,
+            chunks_per_request: 2,
+            ..BatchConfig::default()
+        };
+        let pipeline =
+            Pipeline::start_with(Arc::new(prepare), run_text, no_images, config).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let embed = |texts: Vec<u32>| {
+            let p = pipeline.clone();
+            runtime.spawn(async move {
+                let admission = p.admit(texts.len()).await.unwrap();
+                let docs = texts
+                    .iter()
+                    .map(|t| Document::text(t.to_string()))
+                    .collect();
+                p.embed(docs, &admission).await
+            })
+        };
+        let large = embed((0..40).collect());
+        let patience = Duration::from_secs(30);
+        started_rx.recv_timeout(patience).unwrap();
+        let small = embed(vec![SMALL]);
+        while prepared_rx.recv_timeout(patience).unwrap() != SMALL {}
+        release_tx.send(()).unwrap();
+
+        let small = runtime.block_on(small).unwrap();
+        let large = runtime.block_on(large).unwrap();
+        assert_eq!(small.len(), 1);
+        assert_eq!(small[0].as_ref().unwrap().embedding, vec![SMALL as f32]);
+        for (i, r) in large.iter().enumerate() {
+            assert_eq!(r.as_ref().unwrap().embedding, vec![i as f32]);
+        }
+        let batches = batches.lock().unwrap().clone();
+        assert!(batches.iter().all(|b| b.len() <= size), "{batches:?}");
+        let ahead: usize = batches
+            .iter()
+            .take_while(|b| !b.contains(&SMALL))
+            .map(Vec::len)
+            .sum();
+        // At most the large request's in-flight chunks ran first, not all 40 documents.
+        assert!(
+            ahead <= 2 * size,
+            "{ahead} documents ran first: {batches:?}"
+        );
+        drop(runtime);
+        pipeline.shutdown();
     }
 }

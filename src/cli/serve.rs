@@ -114,8 +114,14 @@ pub enum ServeError {
     Service(#[from] crate::transport::service::ServiceError),
     #[error(transparent)]
     Jobs(#[from] crate::transport::jobs::JobsError),
-    #[error("runtime: {0}")]
-    Runtime(String),
+    #[error(transparent)]
+    Pipeline(#[from] crate::batch::StartError),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("the request/reply service stopped during start-up")]
+    ServiceStopped,
+    #[error("loading the model stopped unexpectedly")]
+    LoadAborted(#[source] tokio::task::JoinError),
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
@@ -123,7 +129,7 @@ pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
         .enable_all()
         .thread_name("clip-worker-io")
         .build()
-        .map_err(|e| ServeError::Runtime(e.to_string()))?;
+        .map_err(ServeError::Runtime)?;
     let result = runtime.block_on(serve_async(args));
     // Work still running past the shutdown deadline must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -140,7 +146,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
     };
     let engine = tokio::task::spawn_blocking(move || Engine::load(&options))
         .await
-        .map_err(|e| ServeError::Runtime(e.to_string()))??;
+        .map_err(ServeError::LoadAborted)??;
     tracing::info!(model = %engine.spec.name, dim = engine.dim(), "model loaded");
     let pipeline = Pipeline::start(
         engine.model.clone(),
@@ -152,7 +158,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
             max_inflight_docs: args.max_inflight_docs,
             ..BatchConfig::default()
         },
-    );
+    )?;
 
     let client = args.nats.options().connect().await?;
     let js = async_nats::jetstream::new(client.clone());
@@ -196,9 +202,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
             if let Some(Ok(Err(e))) = loops.join_next().await {
                 return Err(e);
             }
-            return Err(ServeError::Runtime(
-                "request/reply service stopped during start-up".into(),
-            ));
+            return Err(ServeError::ServiceStopped);
         }
     }
     if args.mode != Mode::Service {

@@ -8,7 +8,7 @@ pub mod rank;
 pub mod runtime;
 pub mod tokenizer;
 
-use crate::error::{DocError, ErrorCode};
+use crate::error::{DocError, ErrorChain, ErrorCode};
 use crate::model::{ModelFiles, ModelFolderError, ModelSpec, UnknownModel};
 use crate::preprocess::fetch::FetchPolicy;
 use crate::preprocess::image::DEFAULT_MAX_PIXELS;
@@ -266,7 +266,7 @@ fn scatter(
             }
         }
         Err(e) => {
-            let err = DocError::new(ErrorCode::Inference, e.to_string());
+            let err = DocError::new(ErrorCode::Inference, ErrorChain(&e).to_string());
             for i in indices {
                 out[i] = Err(err.clone());
             }

@@ -2,6 +2,7 @@
 
 use super::runtime::{Runtime, RuntimeError, SessionConfig};
 use super::tokenizer::TextTokenizer;
+use ndarray::{Array2, Array4, Ix2};
 use ort::session::Session;
 use ort::value::{Tensor, TensorElementType, ValueType};
 use std::path::Path;
@@ -9,13 +10,38 @@ use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
-    #[error("{0}")]
-    Ort(String),
+    #[error("ONNX Runtime failed on the {tower} graph")]
+    Ort {
+        tower: &'static str,
+        #[source]
+        source: ort::Error,
+    },
+    #[error("the {tower} graph got an input it cannot take: {message}")]
+    BadInput {
+        tower: &'static str,
+        message: String,
+    },
     #[error("the {tower} graph returned an unexpected output: {message}")]
     BadOutput {
         tower: &'static str,
         message: String,
     },
+    #[error("the {tower} graph did not return a float32 tensor")]
+    OutputType {
+        tower: &'static str,
+        #[source]
+        source: ort::Error,
+    },
+    /// The batch tensor could not be shaped (a length check missed a case).
+    #[error("cannot shape the {tower} batch tensor")]
+    Shape {
+        tower: &'static str,
+        #[source]
+        source: ndarray::ShapeError,
+    },
+    /// The runtime bindings panicked; the batch fails, the tower thread lives on.
+    #[error("inference panicked")]
+    Panicked,
 }
 
 /// One loaded CLIP model: text and image towers with a fixed image size and output dimension.
@@ -40,10 +66,10 @@ impl ClipModel {
         config: &SessionConfig,
     ) -> Result<Self, RuntimeError> {
         // The original creates the visual session first; the order only matters for logs.
-        let visual_session = runtime.session("visual", visual, config)?;
-        let textual_session = runtime.session("textual", textual, config)?;
-        check_inputs("textual", textual, &textual_session, &TEXT_INPUTS)?;
-        check_inputs("visual", visual, &visual_session, &[IMAGE_INPUT])?;
+        let visual_session = runtime.session(VISUAL, visual, config)?;
+        let textual_session = runtime.session(TEXTUAL, textual, config)?;
+        check_inputs(TEXTUAL, textual, &textual_session, &TEXT_INPUTS)?;
+        check_inputs(VISUAL, visual, &visual_session, &[IMAGE_INPUT])?;
         let model = ClipModel {
             textual: Mutex::new(textual_session),
             visual: Mutex::new(visual_session),
@@ -56,10 +82,13 @@ impl ClipModel {
         let dim = match declared {
             Some(d) => d,
             None => {
-                let probe = model.tokenizer.encode("a").map_err(RuntimeError::Ort)?;
+                let probe = model
+                    .tokenizer
+                    .encode("a")
+                    .map_err(|e| RuntimeError::DimensionProbe(e.into()))?;
                 let out = model
                     .run_text(&[probe.as_slice()])
-                    .map_err(|e| RuntimeError::Ort(e.to_string()))?;
+                    .map_err(|e| RuntimeError::DimensionProbe(e.into()))?;
                 out.first().map(Vec::len).unwrap_or(0)
             }
         };
@@ -86,25 +115,32 @@ impl ClipModel {
         }
         let longest = batch.iter().map(|ids| ids.len()).max().unwrap_or(0);
         let (seq, pad) = self.tokenizer.padding(longest);
-        let mut ids = vec![pad as i32; batch.len() * seq];
-        let mut mask = vec![0i32; batch.len() * seq];
-        for (row, tokens) in batch.iter().enumerate() {
-            for (col, id) in tokens.iter().take(seq).enumerate() {
-                ids[row * seq + col] = *id as i32;
-                mask[row * seq + col] = 1;
+        let mut ids = Array2::from_elem((batch.len(), seq), pad as i32);
+        let mut mask = Array2::<i32>::zeros((batch.len(), seq));
+        for ((tokens, mut id_row), mut mask_row) in
+            batch.iter().zip(ids.rows_mut()).zip(mask.rows_mut())
+        {
+            // Zipping with the row truncates to the sequence length.
+            for ((id, slot), m) in tokens
+                .iter()
+                .zip(id_row.iter_mut())
+                .zip(mask_row.iter_mut())
+            {
+                *slot = *id as i32;
+                *m = 1;
             }
         }
-        let shape = vec![batch.len() as i64, seq as i64];
-        let ids = Tensor::from_array((shape.clone(), ids)).map_err(ort_err)?;
-        let mask = Tensor::from_array((shape, mask)).map_err(ort_err)?;
+        let failed = ort_err(TEXTUAL);
+        let ids = Tensor::from_array(ids).map_err(failed)?;
+        let mask = Tensor::from_array(mask).map_err(failed)?;
         let mut session = self
             .textual
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let outputs = session
             .run(ort::inputs![TEXT_INPUTS[0] => ids, TEXT_INPUTS[1] => mask])
-            .map_err(ort_err)?;
-        rows("textual", &outputs[0], batch.len())
+            .map_err(failed)?;
+        rows(TEXTUAL, &outputs[0], batch.len())
     }
 
     /// Runs the image tower on normalised CHW pixel tensors of `image_size`².
@@ -117,28 +153,38 @@ impl ClipModel {
         let mut pixels = Vec::with_capacity(batch.len() * per);
         for item in batch {
             if item.len() != per {
-                return Err(InferenceError::BadOutput {
-                    tower: "visual",
+                return Err(InferenceError::BadInput {
+                    tower: VISUAL,
                     message: format!("pixel tensor of {} values, expected {per}", item.len()),
                 });
             }
             pixels.extend_from_slice(item);
         }
-        let shape = vec![batch.len() as i64, 3, s as i64, s as i64];
-        let pixels = Tensor::from_array((shape, pixels)).map_err(ort_err)?;
+        // Takes the buffer as is (no copy); the lengths were checked above.
+        let pixels = Array4::from_shape_vec((batch.len(), 3, s, s), pixels).map_err(|source| {
+            InferenceError::Shape {
+                tower: VISUAL,
+                source,
+            }
+        })?;
+        let failed = ort_err(VISUAL);
+        let pixels = Tensor::from_array(pixels).map_err(failed)?;
         let mut session = self
             .visual
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let outputs = session
             .run(ort::inputs![IMAGE_INPUT => pixels])
-            .map_err(ort_err)?;
-        rows("visual", &outputs[0], batch.len())
+            .map_err(failed)?;
+        rows(VISUAL, &outputs[0], batch.len())
     }
 }
 
-fn ort_err(e: ort::Error) -> InferenceError {
-    InferenceError::Ort(e.to_string())
+const TEXTUAL: &str = "textual";
+const VISUAL: &str = "visual";
+
+fn ort_err(tower: &'static str) -> impl Fn(ort::Error) -> InferenceError + Copy {
+    move |source| InferenceError::Ort { tower, source }
 }
 
 /// Splits a `[B, D]` float output into rows.
@@ -147,21 +193,21 @@ fn rows(
     value: &ort::value::DynValue,
     batch: usize,
 ) -> Result<Vec<Vec<f32>>, InferenceError> {
-    let (shape, data) =
-        value
-            .try_extract_tensor::<f32>()
-            .map_err(|e| InferenceError::BadOutput {
-                tower,
-                message: format!("expected a float32 tensor: {e}"),
-            })?;
-    let dims: Vec<i64> = shape.iter().copied().collect();
-    if dims.len() != 2 || dims[0] as usize != batch || dims[1] <= 0 {
-        return Err(InferenceError::BadOutput {
-            tower,
-            message: format!("shape {dims:?}, expected [{batch}, D]"),
-        });
+    let output = value
+        .try_extract_array::<f32>()
+        .map_err(|source| InferenceError::OutputType { tower, source })?;
+    let shape = output.shape().to_vec();
+    let bad_shape = || InferenceError::BadOutput {
+        tower,
+        message: format!("shape {shape:?}, expected [{batch}, D]"),
+    };
+    let output = output
+        .into_dimensionality::<Ix2>()
+        .map_err(|_| bad_shape())?;
+    if output.nrows() != batch || output.ncols() == 0 {
+        return Err(bad_shape());
     }
-    Ok(data.chunks(dims[1] as usize).map(<[f32]>::to_vec).collect())
+    Ok(output.rows().into_iter().map(|row| row.to_vec()).collect())
 }
 
 /// The graph must take the contract's inputs (names and element types).
@@ -174,7 +220,7 @@ fn check_inputs(
     for name in names {
         let Some(input) = session.inputs().iter().find(|i| i.name() == *name) else {
             let have: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
-            return Err(RuntimeError::Session {
+            return Err(RuntimeError::Contract {
                 tower,
                 path: path.to_path_buf(),
                 message: format!("graph has no input `{name}` (inputs: {have:?})"),
@@ -187,7 +233,7 @@ fn check_inputs(
         };
         if let ValueType::Tensor { ty, .. } = input.dtype() {
             if *ty != expected {
-                return Err(RuntimeError::Session {
+                return Err(RuntimeError::Contract {
                     tower,
                     path: path.to_path_buf(),
                     message: format!("input `{name}` is {ty:?}, expected {expected:?}"),

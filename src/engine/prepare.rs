@@ -1,7 +1,7 @@
 //! The preprocessing stage: one document in, model-ready input out (CPU-bound, runs on a pool).
 
 use super::tokenizer::TextTokenizer;
-use crate::error::{DocError, ErrorCode};
+use crate::error::{DocError, ErrorChain, ErrorCode};
 use crate::preprocess::fetch::FetchPolicy;
 use crate::preprocess::image::{self, ImageError};
 use crate::preprocess::input::{Content, Document, Modality};
@@ -56,7 +56,7 @@ impl Preprocessor {
         self.tokenizer.encode(text).map_err(|e| {
             DocError::new(
                 ErrorCode::InvalidDocument,
-                format!("cannot tokenize text: {e}"),
+                format!("cannot tokenize text: {}", ErrorChain(&e)),
             )
         })
     }

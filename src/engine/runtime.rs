@@ -78,24 +78,31 @@ impl Default for SessionConfig {
 pub enum RuntimeError {
     #[error("ONNX Runtime library not found (looked at: {looked}). Install it with `scripts/bootstrap.sh` (pip package `onnxruntime` 1.31 into ./.venv), or point ORT_DYLIB_PATH / --ort-lib at libonnxruntime.so")]
     LibraryNotFound { looked: String },
-    #[error("failed to load ONNX Runtime from `{path}`: {message}")]
-    LibraryLoad { path: PathBuf, message: String },
+    #[error("failed to load ONNX Runtime from `{path}`")]
+    LibraryLoad {
+        path: PathBuf,
+        #[source]
+        source: crate::error::BoxError,
+    },
     #[error("CUDA was requested ({device}) but the loaded ONNX Runtime has no CUDA execution provider (install `onnxruntime-gpu` and the CUDA libraries, or use --device cpu)")]
     CudaUnavailable { device: Device },
-    #[error("failed to create the {tower} session from `{path}`: {message}")]
+    #[error("failed to create the {tower} session from `{path}`")]
     Session {
+        tower: &'static str,
+        path: PathBuf,
+        #[source]
+        source: ort::Error,
+    },
+    /// The graph loaded but does not have the model folder's inputs.
+    #[error("the {tower} graph `{path}` does not fit the model-folder contract: {message}")]
+    Contract {
         tower: &'static str,
         path: PathBuf,
         message: String,
     },
-    #[error("ONNX Runtime error: {0}")]
-    Ort(String),
-}
-
-impl From<ort::Error> for RuntimeError {
-    fn from(e: ort::Error) -> Self {
-        RuntimeError::Ort(e.to_string())
-    }
+    /// The output dimension is symbolic and the one-text probe run to learn it failed.
+    #[error("cannot determine the output dimension of the textual graph")]
+    DimensionProbe(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The loaded library and its one environment (ONNX Runtime allows one per process).
@@ -113,18 +120,16 @@ impl Runtime {
             return Ok(rt);
         }
         let library = find_library(explicit)?;
-        let builder = ort::init_from(&library).map_err(|e| RuntimeError::LibraryLoad {
+        let load_failed = |source: crate::error::BoxError| RuntimeError::LibraryLoad {
             path: library.clone(),
-            message: e.to_string(),
-        })?;
+            source,
+        };
+        let builder = ort::init_from(&library).map_err(|e| load_failed(e.into()))?;
         let env = builder
             .with_name("clip-worker")
             .with_telemetry(false)
             .build()
-            .map_err(|e| RuntimeError::LibraryLoad {
-                path: library.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| load_failed(e.into()))?;
         // A racing initialiser loses harmlessly: both point at the same library.
         Ok(RUNTIME.get_or_init(|| Runtime { library, env }))
     }
@@ -153,25 +158,25 @@ impl Runtime {
         path: &Path,
         config: &SessionConfig,
     ) -> Result<Session, RuntimeError> {
-        let fail = |e: String| RuntimeError::Session {
+        let fail = |e: ort::Error| RuntimeError::Session {
             tower,
             path: path.to_path_buf(),
-            message: e,
+            source: e,
         };
         let device = self.resolve_device(config.device)?;
         let mut builder = Session::builder(&self.env)
-            .map_err(|e| fail(e.to_string()))?
+            .map_err(fail)?
             .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(e.into()))?;
         if config.intra_threads > 0 {
             builder = builder
                 .with_intra_threads(config.intra_threads)
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(e.into()))?;
         }
         if config.inter_threads > 0 {
             builder = builder
                 .with_inter_threads(config.inter_threads)
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(e.into()))?;
         }
         if let Device::Cuda(id) = device {
             let mut providers = Vec::new();
@@ -191,11 +196,9 @@ impl Runtime {
             );
             builder = builder
                 .with_execution_providers(providers)
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(e.into()))?;
         }
-        builder
-            .commit_from_file(path)
-            .map_err(|e| fail(e.to_string()))
+        builder.commit_from_file(path).map_err(fail)
     }
 }
 

@@ -6,10 +6,19 @@ use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TextTokenizerError {
-    #[error("CLIP tokenizer: {0}")]
+    #[error("CLIP tokenizer")]
     Clip(#[from] crate::preprocess::text::TokenizerError),
-    #[error("tokenizer `{path}`: {message}")]
-    HuggingFace { path: String, message: String },
+    #[error("tokenizer `{path}`")]
+    HuggingFace {
+        path: String,
+        #[source]
+        source: tokenizers::Error,
+    },
+    #[error("this model needs a tokenizer.json in its model folder")]
+    MissingFile,
+    /// The Hugging Face tokenizer failed on one text.
+    #[error("tokenizer failed on the text")]
+    Encode(#[source] tokenizers::Error),
 }
 
 /// Turns text into token ids and knows how a batch of them is padded.
@@ -28,18 +37,17 @@ impl TextTokenizer {
         match (kind, file) {
             (TokenizerKind::ClipBpe, _) => Ok(TextTokenizer::Clip(ClipTokenizer::new()?)),
             (TokenizerKind::HuggingFace, Some(path)) => {
-                let fail = |message: String| TextTokenizerError::HuggingFace {
+                let fail = |source| TextTokenizerError::HuggingFace {
                     path: path.display().to_string(),
-                    message,
+                    source,
                 };
-                let mut tokenizer =
-                    tokenizers::Tokenizer::from_file(path).map_err(|e| fail(e.to_string()))?;
+                let mut tokenizer = tokenizers::Tokenizer::from_file(path).map_err(fail)?;
                 tokenizer
                     .with_truncation(Some(tokenizers::TruncationParams {
                         max_length: CONTEXT_LENGTH,
                         ..Default::default()
                     }))
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(fail)?;
                 tokenizer.with_padding(None);
                 let pad_id = tokenizer
                     .token_to_id("<pad>")
@@ -50,21 +58,18 @@ impl TextTokenizer {
                     pad_id,
                 })
             }
-            (TokenizerKind::HuggingFace, None) => Err(TextTokenizerError::HuggingFace {
-                path: String::new(),
-                message: "this model needs a tokenizer.json in its model folder".into(),
-            }),
+            (TokenizerKind::HuggingFace, None) => Err(TextTokenizerError::MissingFile),
         }
     }
 
     /// Token ids for one text, truncated to the context length.
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TextTokenizerError> {
         match self {
-            TextTokenizer::Clip(t) => t.encode(text).map_err(|e| e.to_string()),
+            TextTokenizer::Clip(t) => Ok(t.encode(text)?),
             TextTokenizer::HuggingFace { tokenizer, .. } => tokenizer
                 .encode(text, true)
                 .map(|enc| enc.get_ids().to_vec())
-                .map_err(|e| e.to_string()),
+                .map_err(TextTokenizerError::Encode),
         }
     }
 

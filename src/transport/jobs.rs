@@ -5,7 +5,7 @@
 use super::handler::{AdmissionMode, Handler};
 use super::publish::Publisher;
 use super::service::encode_reply;
-use crate::error::ErrorCode;
+use crate::error::{BoxError, ErrorChain, ErrorCode};
 use crate::protocol::{headers, JobKind, Response, Subjects};
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures::StreamExt;
@@ -45,17 +45,34 @@ impl JobsConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("JetStream setup: {0}")]
-pub struct JobsError(String);
+#[error("JetStream setup: {what}")]
+pub struct JobsError {
+    /// What was being set up (the stream or the consumer, by name).
+    what: String,
+    #[source]
+    source: BoxError,
+}
 
 /// Creates (or binds to) the stream and the durable consumer.
 pub async fn consumer(
     js: &jetstream::Context,
     cfg: &JobsConfig,
 ) -> Result<consumer::PullConsumer, JobsError> {
-    let err = |e: &dyn std::fmt::Display| JobsError(e.to_string());
+    let stream_err = |source: BoxError| JobsError {
+        what: format!("stream `{}`", cfg.stream),
+        source,
+    };
+    let consumer_err = |source: BoxError| JobsError {
+        what: format!(
+            "durable consumer `{}` on stream `{}`",
+            cfg.consumer, cfg.stream
+        ),
+        source,
+    };
     let stream = if cfg.bind {
-        js.get_stream(&cfg.stream).await.map_err(|e| err(&e))?
+        js.get_stream(&cfg.stream)
+            .await
+            .map_err(|e| stream_err(e.into()))?
     } else {
         js.get_or_create_stream(stream::Config {
             name: cfg.stream.clone(),
@@ -65,13 +82,13 @@ pub async fn consumer(
             ..Default::default()
         })
         .await
-        .map_err(|e| err(&e))?
+        .map_err(|e| stream_err(e.into()))?
     };
     if cfg.bind {
         stream
             .get_consumer::<consumer::pull::Config>(&cfg.consumer)
             .await
-            .map_err(|e| err(&e))
+            .map_err(consumer_err)
     } else {
         stream
             .get_or_create_consumer(
@@ -86,7 +103,7 @@ pub async fn consumer(
                 },
             )
             .await
-            .map_err(|e| err(&e))
+            .map_err(|e| consumer_err(e.into()))
     }
 }
 
@@ -118,7 +135,7 @@ pub async fn run(
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(error = %e, "pulling jobs failed; retrying");
+                tracing::warn!(error = %ErrorChain(&e), "pulling jobs failed; retrying");
                 drop(first);
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
@@ -140,7 +157,7 @@ pub async fn run(
             let message = match message {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::debug!(error = %e, "pull batch ended");
+                    tracing::debug!(error = %ErrorChain(&*e), "pull batch ended");
                     break;
                 }
             };
@@ -274,7 +291,7 @@ async fn process(
         .publish(&reply_to, reply_headers, payload.into())
         .await
     {
-        tracing::warn!(job = %job_id, error = %e, "result not published; job will be redelivered");
+        tracing::warn!(job = %job_id, error = %ErrorChain(&e), "result not published; job will be redelivered");
         let _ = message.ack_with(AckKind::Nak(Some(cfg.nak_delay))).await;
         return;
     }
@@ -283,7 +300,7 @@ async fn process(
         _ => message.double_ack().await,
     };
     if let Err(e) = acked {
-        tracing::warn!(job = %job_id, error = %e, "ack failed after the result was published");
+        tracing::warn!(job = %job_id, error = %ErrorChain(&*e), "ack failed after the result was published");
     }
 }
 

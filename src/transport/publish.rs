@@ -5,6 +5,7 @@
 //! publish to a plain inbox would wait for an ack that never comes (the subscriber is a
 //! "responder" but not a stream).
 
+use crate::error::BoxError;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -22,10 +23,11 @@ pub struct Publisher {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("publishing the result to `{subject}` failed: {message}")]
+#[error("publishing the result to `{subject}` failed")]
 pub struct PublishFailed {
     pub subject: String,
-    pub message: String,
+    #[source]
+    pub source: BoxError,
 }
 
 impl Publisher {
@@ -44,26 +46,26 @@ impl Publisher {
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<(), PublishFailed> {
-        let fail = |message: String| PublishFailed {
+        let fail = |source: BoxError| PublishFailed {
             subject: subject.to_string(),
-            message,
+            source,
         };
         if self.captured_by_stream(subject).await {
             let ack = self
                 .jetstream
                 .publish_with_headers(subject.to_string(), headers, payload)
                 .await
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(e.into()))?;
             ack.await.map(|_| ()).map_err(|e| {
                 self.forget(subject);
-                fail(e.to_string())
+                fail(e.into())
             })
         } else {
             self.client
                 .publish_with_headers(subject.to_string(), headers, payload)
                 .await
-                .map_err(|e| fail(e.to_string()))?;
-            self.client.flush().await.map_err(|e| fail(e.to_string()))
+                .map_err(|e| fail(e.into()))?;
+            self.client.flush().await.map_err(|e| fail(e.into()))
         }
     }
 

@@ -3,7 +3,7 @@
 
 use super::handler::{AdmissionMode, Handler};
 use super::service_error_code;
-use crate::error::{DocError, ErrorCode};
+use crate::error::{BoxError, DocError, ErrorChain, ErrorCode};
 use crate::protocol::{self, headers, JobKind, Response, PROTOCOL_VERSION};
 use async_nats::service::{Request, ServiceExt};
 use async_nats::HeaderMap;
@@ -25,8 +25,16 @@ pub struct ServiceConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("starting the NATS service: {0}")]
-pub struct ServiceError(String);
+#[error("starting the NATS service: {what}")]
+pub struct ServiceError {
+    what: &'static str,
+    #[source]
+    source: BoxError,
+}
+
+fn failed(what: &'static str) -> impl Fn(BoxError) -> ServiceError {
+    move |source| ServiceError { what, source }
+}
 
 /// Serves until `shutdown` fires, then stops taking requests and answers the ones already received.
 pub async fn run(
@@ -58,21 +66,21 @@ pub async fn run(
         })
         .start(&config.name, env!("CARGO_PKG_VERSION"))
         .await
-        .map_err(|e| ServiceError(e.to_string()))?;
+        .map_err(failed("registering the service"))?;
     let group = service.group(&config.prefix);
     let mut encode = group
         .endpoint(JobKind::Encode.as_str())
         .await
-        .map_err(|e| ServiceError(e.to_string()))?;
+        .map_err(failed("adding the encode endpoint"))?;
     let mut rank = group
         .endpoint(JobKind::Rank.as_str())
         .await
-        .map_err(|e| ServiceError(e.to_string()))?;
+        .map_err(failed("adding the rank endpoint"))?;
     // The subscriptions must be on the server before the worker calls itself ready.
     client
         .flush()
         .await
-        .map_err(|e| ServiceError(e.to_string()))?;
+        .map_err(|e| failed("flushing the subscriptions")(e.into()))?;
     tracing::info!(prefix = %config.prefix, queue = %config.queue_group, "request/reply endpoints ready");
     let _ = ready.send(());
 
@@ -107,7 +115,7 @@ fn spawn_request(tasks: &TaskTracker, handler: Arc<Handler>, kind: JobKind, requ
             .await;
         let (payload, headers) = encode_reply(&response, &handler.model, handler.reply_limit());
         if let Err(e) = respond(&handler.client, request, payload, headers).await {
-            tracing::warn!(error = %e, "could not send reply");
+            tracing::warn!(error = %ErrorChain(&e), "could not send reply");
         }
     });
 }

@@ -20,6 +20,12 @@
 //!
 //! Streams libyuv cannot convert (high bit depth, identity/YCgCo/other matrices) are reported as
 //! [`ImageError::Unsupported`]; malformed containers or AV1 data as [`ImageError::Decode`].
+//!
+//! rav1d is called through its dav1d C API, the only unsafe code in the crate: every unsafe
+//! block states why it is sound.
+
+#![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::ffi::c_int;
 use std::io::Cursor;
@@ -38,6 +44,7 @@ use rav1d::src::lib::{
     dav1d_open, dav1d_picture_unref, dav1d_send_data,
 };
 
+use super::buffer::{check_pixels, zeroed};
 use super::mode::{Mode, PilImage};
 use super::ImageError;
 
@@ -81,7 +88,7 @@ pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> Result<PilImage, ImageErr
             meta.bit_depth
         )));
     }
-    super::decode::check_pixels(
+    check_pixels(
         meta.max_frame_width.get() as usize,
         meta.max_frame_height.get() as usize,
         max_pixels,
@@ -98,7 +105,7 @@ pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> Result<PilImage, ImageErr
         }
     }
     let colour = decode_av1(&avif.primary_item, max_pixels)?;
-    super::decode::check_pixels(colour.width, colour.height, max_pixels)?;
+    check_pixels(colour.width, colour.height, max_pixels)?;
     let alpha = match &avif.alpha_item {
         Some(item) => {
             let a = decode_av1(item, max_pixels)?;
@@ -125,7 +132,7 @@ pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> Result<PilImage, ImageErr
     }
     let constants = yuv_constants(&colour)?;
     let channels = if alpha.is_some() { 4 } else { 3 };
-    let mut out = super::decode::zeroed::<u8>(colour.width * colour.height * channels)?;
+    let mut out = zeroed::<u8>(colour.width * colour.height * channels)?;
     yuv_to_rgb(&colour, &constants, &mut out, channels);
     if let Some(a) = alpha {
         let y = &a.planes[0];
@@ -236,7 +243,7 @@ fn decode_av1(obus: &[u8], max_pixels: u64) -> Result<Frame, ImageError> {
         }
         if data.0.sz == 0 {
             // Everything was sent; one more round lets the decoder drain.
-            // SAFETY: as above.
+            // SAFETY: `ctx.0` is an open context and `pic.0` valid to write to.
             let r = unsafe { dav1d_get_picture(ctx.0, Some(NonNull::from(&mut pic.0))) };
             if r.0 == 0 {
                 got = true;
@@ -293,7 +300,7 @@ fn copy_frame(pic: &Dav1dPicture) -> Result<Frame, ImageError> {
         if stride < w {
             return Err(err("stride shorter than the plane width"));
         }
-        let mut out = super::decode::zeroed::<u8>(w * h)?;
+        let mut out = zeroed::<u8>(w * h)?;
         for (row, dst) in out.chunks_exact_mut(w).enumerate() {
             // SAFETY: dav1d guarantees `h` rows of `stride` bytes, each at least `w` samples.
             let src = unsafe {

@@ -20,6 +20,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use image::ImageDecoder;
 
+use super::buffer::{check_pixels, zeroed};
 use super::mode::{Mode, PilImage};
 use super::ImageError;
 
@@ -113,36 +114,8 @@ pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> Result<PilImage, ImageErr
     }
 }
 
-/// Pillow's decompression-bomb check (`pixels > 2 * MAX_IMAGE_PIXELS` is an error), plus a
-/// zero-size check.
-pub(super) fn check_pixels(width: usize, height: usize, max_pixels: u64) -> Result<(), ImageError> {
-    if width == 0 || height == 0 {
-        return Err(ImageError::Decode(format!(
-            "image has zero size ({width}x{height})"
-        )));
-    }
-    let (w, h) = (width as u64, height as u64);
-    if w.saturating_mul(h) > max_pixels {
-        return Err(ImageError::TooLarge {
-            width: w,
-            height: h,
-            max_pixels,
-        });
-    }
-    Ok(())
-}
-
 fn decode_err(format: &str) -> impl Fn(String) -> ImageError + '_ {
     move |e| ImageError::Decode(format!("{format}: {e}"))
-}
-
-/// Allocate a zeroed buffer, reporting allocation failure instead of aborting.
-pub(super) fn zeroed<T: Clone + Default>(len: usize) -> Result<Vec<T>, ImageError> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len)
-        .map_err(|_| ImageError::Decode(format!("cannot allocate {len} samples")))?;
-    v.resize(len, T::default());
-    Ok(v)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@
 //! inter-block smoothing, which it applies only to progressive files whose final scans are
 //! missing (corrupt or cut-short files).
 
+use super::buffer::{check_pixels, filled};
 use super::mode::{Mode, PilImage};
 use super::ImageError;
 
@@ -825,13 +826,7 @@ impl Decoder<'_> {
         if seg.len() != 6 + 3 * n {
             return Err(bad("bogus SOF length"));
         }
-        if (width as u64) * (height as u64) > max_pixels {
-            return Err(ImageError::TooLarge {
-                width: width as u64,
-                height: height as u64,
-                max_pixels,
-            });
-        }
+        check_pixels(width, height, max_pixels)?;
         let mut comps = Vec::with_capacity(n);
         for c in seg[6..].chunks_exact(3) {
             let (h, v) = (usize::from(c[1] >> 4), usize::from(c[1] & 15));
@@ -878,9 +873,9 @@ impl Decoder<'_> {
         for c in &frame.comps {
             let samples = c.bw * 8 * c.bh * 8;
             if progressive {
-                self.coefs.push(alloc(samples, 0i16)?);
+                self.coefs.push(filled(samples, 0i16)?);
             } else {
-                self.planes.push(alloc(samples, 128u8)?);
+                self.planes.push(filled(samples, 128u8)?);
             }
         }
         self.frame = Some(frame);
@@ -1157,7 +1152,7 @@ impl Decoder<'_> {
             for (ci, comp) in frame.comps.iter().enumerate() {
                 let qt = comp.qt.unwrap_or([0; 64]);
                 let stride = comp.bw * 8;
-                let mut plane = alloc(stride * comp.bh * 8, 128u8)?;
+                let mut plane = filled(stride * comp.bh * 8, 128u8)?;
                 let coefs = &self.coefs[ci];
                 for (b, block) in coefs.chunks_exact(64).enumerate() {
                     let (row, col) = (b / comp.bw, b % comp.bw);
@@ -1177,7 +1172,7 @@ impl Decoder<'_> {
         let n = w * h;
         let image = match frame.comps.len() {
             1 => {
-                let mut out = alloc(n, 0u8)?;
+                let mut out = filled(n, 0u8)?;
                 for (y, row) in out.chunks_exact_mut(w).enumerate() {
                     ups[0].fill(y);
                     row.copy_from_slice(&ups[0].out[..w]);
@@ -1193,7 +1188,7 @@ impl Decoder<'_> {
                     let ids: Vec<u8> = frame.comps.iter().map(|c| c.id).collect();
                     ids != [b'R', b'G', b'B']
                 };
-                let mut out = alloc(n * 3, 0u8)?;
+                let mut out = filled(n * 3, 0u8)?;
                 let conv = YccTables::new();
                 for (y, dst) in out.chunks_exact_mut(w * 3).enumerate() {
                     ups.iter_mut().for_each(|u| u.fill(y));
@@ -1212,7 +1207,7 @@ impl Decoder<'_> {
             _ => {
                 // CMYK, or YCCK (Adobe transform 2 and anything but 0).
                 let ycck = self.adobe.is_some_and(|t| t != 0);
-                let mut out = alloc(n * 4, 0u8)?;
+                let mut out = filled(n * 4, 0u8)?;
                 let conv = YccTables::new();
                 for (y, dst) in out.chunks_exact_mut(w * 4).enumerate() {
                     ups.iter_mut().for_each(|u| u.fill(y));
@@ -1249,14 +1244,6 @@ struct ScanParams {
     se: usize,
     ah: u32,
     al: u32,
-}
-
-fn alloc<T: Clone>(len: usize, value: T) -> Result<Vec<T>, ImageError> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len)
-        .map_err(|_| bad(format!("cannot allocate {len} samples")))?;
-    v.resize(len, value);
-    Ok(v)
 }
 
 /// `decode_mcu_AC_first`.

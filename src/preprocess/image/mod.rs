@@ -17,6 +17,8 @@
 //! [`normalize_into`] does step 5. The pieces:
 //!
 //! - `decode`: format sniffing and decoders producing a Pillow-mode image;
+//! - `avif`: the AVIF decoder (AV1 via rav1d, libyuv-exact YUV→RGB);
+//! - `buffer`: the pixel-count guard and fallible allocation all decoders share;
 //! - `jpeg`: a JPEG decoder reproducing Pillow's libjpeg-turbo output bit for bit;
 //! - `mode`: Pillow modes, premultiplication and `convert('RGB')`;
 //! - `resample`: Pillow's bicubic convolution and affine nearest resamplers;
@@ -28,6 +30,7 @@
 //! bit-identical to resizing the whole image and cropping afterwards, and much cheaper.
 
 mod avif;
+mod buffer;
 mod crop;
 mod decode;
 mod jpeg;

@@ -107,7 +107,7 @@ impl ClipBpe {
             .vocab_and_merges(vocab, merges)
             .end_of_word_suffix(END_OF_WORD.to_owned())
             .build()
-            .map_err(|e| TokenizerError::Model(e.to_string()))?;
+            .map_err(TokenizerError::Model)?;
         Ok(Self {
             model,
             byte_encoder,
@@ -129,13 +129,13 @@ impl ClipBpe {
             SOT => out.push(SOT_ID),
             EOT => out.push(EOT_ID),
             _ => {
-                let tokens = self
-                    .model
-                    .tokenize(&encoded)
-                    .map_err(|e| TokenizerError::Merge {
-                        piece: piece.to_owned(),
-                        message: e.to_string(),
-                    })?;
+                let tokens =
+                    self.model
+                        .tokenize(&encoded)
+                        .map_err(|source| TokenizerError::Merge {
+                            piece: piece.to_owned(),
+                            source,
+                        })?;
                 out.extend(tokens.iter().map(|t| t.id));
             }
         }

@@ -32,24 +32,25 @@ const PATTERN: &str = r"(?i:<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     /// The embedded gzip vocabulary could not be decompressed.
-    #[error("cannot decompress the embedded BPE vocabulary: {0}")]
+    #[error("cannot decompress the embedded BPE vocabulary")]
     VocabDecompress(#[source] std::io::Error),
     /// The embedded vocabulary does not have CLIP's shape.
     #[error("malformed BPE vocabulary: {0}")]
     VocabFormat(String),
     /// The BPE model rejected the vocabulary or merges.
-    #[error("cannot build the BPE model: {0}")]
-    Model(String),
+    #[error("cannot build the BPE model")]
+    Model(#[source] tokenizers::Error),
     /// The pre-tokenising pattern did not compile.
-    #[error("cannot compile the pre-tokenising pattern: {0}")]
+    #[error("cannot compile the pre-tokenising pattern")]
     Pattern(#[from] regex::Error),
     /// The BPE model failed on a piece of text.
-    #[error("BPE failed on {piece:?}: {message}")]
+    #[error("BPE failed on {piece:?}")]
     Merge {
         /// The pre-tokenised piece, before byte mapping.
         piece: String,
         /// The underlying error.
-        message: String,
+        #[source]
+        source: tokenizers::Error,
     },
 }
 
