@@ -104,29 +104,35 @@ impl Pipeline {
             }
         }
         drop((text_tx, image_tx));
-        let text_model = model.clone();
-        threads.extend(tower::spawn(
-            "tower-text",
-            text_rx,
-            Modality::Text,
-            config.clone(),
-            stats.text.clone(),
-            move |batch: &[&Vec<u32>]| {
-                let refs: Vec<&[u32]> = batch.iter().map(|v| v.as_slice()).collect();
-                text_model.run_text(&refs)
-            },
-        ));
-        threads.extend(tower::spawn(
-            "tower-image",
-            image_rx,
-            Modality::Image,
-            config.clone(),
-            stats.image.clone(),
-            move |batch: &[&Vec<f32>]| {
-                let refs: Vec<&[f32]> = batch.iter().map(|v| v.as_slice()).collect();
-                model.run_images(&refs)
-            },
-        ));
+        // One inference thread per tower and session set: with several devices, that many
+        // minibatches of a tower run at once, each on the least busy set.
+        for replica in 0..model.replicas().max(1) {
+            let text_model = model.clone();
+            threads.extend(tower::spawn(
+                &format!("tower-text-{replica}"),
+                text_rx.clone(),
+                Modality::Text,
+                config.clone(),
+                stats.text.clone(),
+                move |batch: &[&Vec<u32>]| {
+                    let refs: Vec<&[u32]> = batch.iter().map(|v| v.as_slice()).collect();
+                    text_model.run_text(&refs)
+                },
+            ));
+            let image_model = model.clone();
+            threads.extend(tower::spawn(
+                &format!("tower-image-{replica}"),
+                image_rx.clone(),
+                Modality::Image,
+                config.clone(),
+                stats.image.clone(),
+                move |batch: &[&Vec<f32>]| {
+                    let refs: Vec<&[f32]> = batch.iter().map(|v| v.as_slice()).collect();
+                    image_model.run_images(&refs)
+                },
+            ));
+        }
+        drop((text_rx, image_rx));
         Arc::new(Pipeline {
             prep_tx,
             inflight: Arc::new(Semaphore::new(config.max_inflight_docs)),

@@ -17,6 +17,17 @@ pub fn fixture_model_dir() -> PathBuf {
     repo_root().join("tests/fixtures/model")
 }
 
+/// The tiny M-CLIP folder (XLM-R text tower, Hugging Face tokenizer) and its float16 twin.
+pub const MCLIP_MODEL: &str = "M-CLIP/XLM-Roberta-Large-Vit-B-32";
+
+pub fn mclip_model_dir() -> PathBuf {
+    repo_root().join("tests/fixtures/mclip")
+}
+
+pub fn mclip_fp16_model_dir() -> PathBuf {
+    repo_root().join("tests/fixtures/mclip-fp16")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -153,10 +164,15 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(nats_url: &str, extra: &[&str]) -> Self {
+        Self::start_model(nats_url, &fixture_model_dir(), extra)
+    }
+
+    /// A worker serving another model folder (`--model NAME` goes in `extra`).
+    pub fn start_model(nats_url: &str, model_dir: &Path, extra: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_clip-worker"));
         cmd.arg("serve")
             .arg("--model-dir")
-            .arg(fixture_model_dir())
+            .arg(model_dir)
             .args([
                 "--nats-url",
                 nats_url,
