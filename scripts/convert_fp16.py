@@ -59,16 +59,20 @@ def float16_converter():
     return module
 
 
-def convert_graph(src: Path, dst: Path) -> None:
+def save_graph(model, dst: Path) -> None:
+    """Writes a graph, with its weights in `<name>.data` beside it when it is over 2 GB."""
     import onnx
 
-    model = float16_converter().convert_float_to_float16_model_path(str(src))
     for stale in (dst, dst.with_name(dst.name + ".data")):
         stale.unlink(missing_ok=True)
     if model.ByteSize() > TWO_GB:
         onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True, location=dst.name + ".data")
     else:
         onnx.save_model(model, str(dst))
+
+
+def convert_graph(src: Path, dst: Path) -> None:
+    save_graph(float16_converter().convert_float_to_float16_model_path(str(src)), dst)
 
 
 def external_files(graph: Path) -> set[str]:
@@ -105,7 +109,9 @@ def compare(src: Path, dst: Path, seed: int = 0) -> dict[str, float]:
                 feed32[i32.name] = x
                 feed16[i16.name] = x.astype(np.float16) if "float16" in i16.type else x
             else:
-                ids = rng.integers(4, 100, size=dims).astype(np.int32 if "int32" in i32.type else np.int64)
+                kind = np.int32 if "int32" in i32.type else np.int64
+                # token ids from the low range every vocabulary has; a mask of ones
+                ids = np.ones(dims, kind) if "mask" in i32.name else rng.integers(4, 100, size=dims).astype(kind)
                 feed32[i32.name] = feed16[i16.name] = ids
         a = s32.run(None, feed32)[0].astype(np.float64)
         b = s16.run(None, feed16)[0].astype(np.float64)

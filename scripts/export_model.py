@@ -38,8 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from convert_fp16 import save_graph  # noqa: E402  (same folder)
+
 CONTEXT_LENGTH = 77
-TWO_GB = 2**31 - 1
 
 
 class TextualGraph(nn.Module):
@@ -108,17 +110,6 @@ def example_text(batch: int, vocab: int, seed: int) -> tuple[torch.Tensor, torch
     return ids, mask
 
 
-def save(model_proto, path: Path) -> None:
-    import onnx
-
-    for stale in (path, path.with_name(path.name + ".data")):
-        stale.unlink(missing_ok=True)
-    if model_proto.ByteSize() > TWO_GB:
-        onnx.save_model(model_proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data")
-    else:
-        onnx.save_model(model_proto, str(path))
-
-
 def export(model: nn.Module, out_dir: Path, opset: int, seed: int) -> None:
     import onnx
 
@@ -143,7 +134,7 @@ def export(model: nn.Module, out_dir: Path, opset: int, seed: int) -> None:
                 do_constant_folding=True,
             )
             proto = onnx.load(str(tmp_path))
-            save(proto, out_dir / fname)
+            save_graph(proto, out_dir / fname)
             onnx.checker.check_model(str(out_dir / fname))
             print(f"wrote {out_dir / fname}")
 

@@ -2,22 +2,8 @@
 
 mod common;
 
-use common::{fixture_image, fixture_model_dir, repo_root};
+use common::{clip_worker, fixture_image, fixture_model_dir};
 use serde_json::Value;
-use std::process::Command;
-
-fn clip_worker(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_clip-worker"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .expect("run clip-worker");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn lines(stdout: &str) -> Vec<Value> {
     stdout

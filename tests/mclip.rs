@@ -10,20 +10,22 @@ mod common;
 use clip_worker::engine::{Engine, EngineOptions, SessionConfig};
 use clip_worker::preprocess::input::Document;
 use common::client::{self, cosine};
-use common::{fixture_image, mclip_model_dir, repo_root, NatsServer, Worker, MCLIP_MODEL};
+use common::{
+    clip_worker, fixture_image, floats, json_file, mclip_model_dir, NatsServer, Worker, MCLIP_MODEL,
+};
 use serde_json::Value;
-use std::process::Command;
 
 fn reference() -> Value {
-    let path = repo_root().join("tests/fixtures/reference/mclip.json");
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("mclip.json")).expect("JSON")
+    json_file("tests/fixtures/reference/mclip.json")
 }
 
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
+/// The input indices of a reference rank query, best first.
+fn expected_order(query: &Value) -> Vec<usize> {
+    query["expected_order"]
+        .as_array()
         .unwrap()
         .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
+        .map(|v| v.as_u64().unwrap() as usize)
         .collect()
 }
 
@@ -54,19 +56,6 @@ fn cli_arg(spec: &Value) -> String {
             .to_string(),
         _ => panic!("bad rank spec {spec}"),
     }
-}
-
-fn clip_worker(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_clip-worker"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .expect("run clip-worker");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
@@ -206,13 +195,7 @@ fn command_line_encode_and_rank_match_the_reference() {
                 .iter()
                 .map(|m| m["id"].as_str().unwrap().parse().unwrap())
                 .collect();
-            let expected: Vec<usize> = q["expected_order"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as usize)
-                .collect();
-            assert_eq!(order, expected, "{label}: order");
+            assert_eq!(order, expected_order(q), "{label}: order");
             let (scores, cosines) = (floats(&q["clip_score"]), floats(&q["clip_score_cosine"]));
             for (m, i) in got.iter().zip(&order) {
                 let s = m["scores"]["clip_score"].as_f64().unwrap();
@@ -279,13 +262,7 @@ async fn encode_and_rank_over_nats_match_the_reference() {
     assert!(ranked.error.is_none(), "{:?}", ranked.error);
     let matches = ranked.docs[0].matches.as_ref().expect("matches");
     let order: Vec<usize> = matches.iter().map(|m| m.id.parse().unwrap()).collect();
-    let expected: Vec<usize> = q["expected_order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
-    assert_eq!(order, expected);
+    assert_eq!(order, expected_order(q));
     let scores = floats(&q["clip_score"]);
     for (m, i) in matches.iter().zip(&order) {
         let s = m.scores.as_ref().unwrap().clip_score;

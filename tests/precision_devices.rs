@@ -9,7 +9,8 @@ use clip_worker::engine::{DeviceList, Dtype, Engine, EngineError, EngineOptions,
 use clip_worker::preprocess::input::Document;
 use common::client::cosine;
 use common::{
-    fixture_image, fixture_model_dir, mclip_fp16_model_dir, mclip_model_dir, repo_root, MCLIP_MODEL,
+    clip_worker, fixture_image, fixture_model_dir, floats, json_file, mclip_fp16_model_dir,
+    mclip_model_dir, repo_root, MCLIP_MODEL,
 };
 use serde_json::Value;
 use std::process::Command;
@@ -26,29 +27,7 @@ fn options(dir: std::path::PathBuf, model: &str, devices: &str, dtype: Dtype) ->
 }
 
 fn mclip_reference() -> Value {
-    let path = repo_root().join("tests/fixtures/reference/mclip.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn clip_worker(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_clip-worker"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .expect("run clip-worker");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    json_file("tests/fixtures/reference/mclip.json")
 }
 
 #[test]

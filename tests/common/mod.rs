@@ -273,6 +273,35 @@ pub fn fixture_image(name: &str) -> PathBuf {
     repo_root().join("tests/fixtures/images").join(name)
 }
 
+/// Runs the `clip-worker` binary from the repository root: exit code, stdout, stderr.
+pub fn clip_worker(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_clip-worker"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run clip-worker");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A JSON file of the repository (fixture references).
+pub fn json_file(rel: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(repo_root().join(rel)).expect(rel);
+    serde_json::from_str(&text).expect(rel)
+}
+
+/// A JSON array of numbers as f32.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number") as f32)
+        .collect()
+}
+
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
