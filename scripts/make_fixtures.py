@@ -6,6 +6,8 @@ What it writes (relative to the repository root):
 * ``tests/fixtures/model/{textual,visual}.onnx`` + ``README.md``: a tiny CLIP with the real
   open_clip architecture and seeded random weights, exported with the CLIP-as-service ONNX I/O
   contract; served as ``ViT-B-32::openai`` (image size 224).  See scripts/fixtures/tiny_model.py.
+* ``tests/fixtures/model-failing/visual.onnx``: a visual tower that fails inside ONNX Runtime for
+  a white image, for the inference-error tests (scripts/fixtures/failing_model.py).
 * ``tests/fixtures/text/tokens.json``: reference CLIP BPE token ids (scripts/fixtures/ref_text.py).
 * ``tests/fixtures/images/`` + ``images/reference.json``: test images and their reference
   preprocessing (scripts/fixtures/ref_image.py).
@@ -29,7 +31,7 @@ Environment.  Only this script needs Python, torch and friends; the Rust build a
     .venv-fixtures/bin/pip install -r scripts/requirements-fixtures.txt
     .venv-fixtures/bin/python scripts/make_fixtures.py
 
-Options: ``--only model|text|images|reference|mclip|fp16-cost`` (repeatable) to run a subset; the reference
+Options: ``--only model|failing-model|text|images|reference|mclip|fp16-cost`` (repeatable) to run a subset; the reference
 step reads the model, text and image fixtures from disk, so run them first.
 
 The script is deterministic: re-running it with the pinned versions reproduces byte-identical
@@ -895,7 +897,22 @@ def step_fp16_cost() -> None:
         print(f"{kind}: {len(c)} documents, float16 vs float32 cosine min {c.min():.6f} mean {c.mean():.6f}")
 
 
-STEPS = {"model": step_model, "text": step_text, "images": step_images, "reference": step_reference, "mclip": step_mclip, "fp16-cost": step_fp16_cost}
+
+def step_failing_model() -> None:
+    import failing_model
+
+    failing_model.write(FIXTURES / "model-failing")
+
+
+STEPS = {
+    "model": step_model,
+    "failing-model": step_failing_model,
+    "text": step_text,
+    "images": step_images,
+    "reference": step_reference,
+    "mclip": step_mclip,
+    "fp16-cost": step_fp16_cost,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,9 +217,9 @@ fn command_line_encode_and_rank_match_the_reference() {
 async fn encode_and_rank_over_nats_match_the_reference() {
     let refs = reference();
     let nats = NatsServer::start();
-    let _worker = Worker::start_model(
-        &nats.url,
+    let _worker = Worker::start_with_model(
         &mclip_model_dir(),
+        &nats.url,
         &["--mode", "service", "--model", MCLIP_MODEL],
     );
     let nc = client::connect(&nats.url).await;
