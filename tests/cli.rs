@@ -4,22 +4,8 @@
 
 mod common;
 
-use common::{fixture_image, fixture_model_dir, repo_root};
+use common::{clip_worker, fixture_image, fixture_model_dir};
 use serde_json::Value;
-use std::process::Command;
-
-fn clip_worker(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_clip-worker"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .expect("run clip-worker");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn lines(stdout: &str) -> Vec<Value> {
     stdout
@@ -222,7 +208,7 @@ fn nats_flags_that_only_work_together_are_refused_alone() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot be used with"), "{err}");
     // Environment twins count as given.
-    let out = Command::new(env!("CARGO_BIN_EXE_clip-worker"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clip-worker"))
         .args(["submit", "encode", "hi"])
         .env("CLIP_WORKER_NATS_USER", "bob")
         .output()

@@ -11,7 +11,7 @@ use clip_worker::engine::{Engine, EngineOptions, SessionConfig};
 use clip_worker::error::ErrorCode;
 use clip_worker::preprocess::input::{Document, PixelTensor};
 use common::client::cosine;
-use common::{fixture_image, fixture_model_dir, repo_root};
+use common::{fixture_image, fixture_model_dir, floats, json_file as json};
 use serde_json::Value;
 
 fn engine() -> Engine {
@@ -21,19 +21,6 @@ fn engine() -> Engine {
         ..SessionConfig::default()
     };
     Engine::load(&o).expect("load the fixture model")
-}
-
-fn json(path: &str) -> Value {
-    let text = std::fs::read_to_string(repo_root().join(path)).expect(path);
-    serde_json::from_str(&text).expect(path)
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 fn image_doc(file: &str) -> Document {

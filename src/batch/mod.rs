@@ -94,10 +94,12 @@ impl Pipeline {
         config: BatchConfig,
     ) -> Result<Arc<Self>, StartError> {
         let text_model = model.clone();
+        let replicas = model.replicas();
         Self::start_with(
             Arc::new(move |doc: &Document| preprocessor.prepare(doc)),
             move |batch: &[&[u32]]| text_model.run_text(batch),
             move |batch: &[&[f32]]| model.run_images(batch),
+            replicas,
             config,
         )
     }
@@ -107,11 +109,12 @@ impl Pipeline {
         prepare: Arc<PrepareFn>,
         run_text: T,
         run_images: I,
+        replicas: usize,
         config: BatchConfig,
     ) -> Result<Arc<Self>, StartError>
     where
-        T: Fn(&[&[u32]]) -> Result<Vec<Vec<f32>>, InferenceError> + Send + 'static,
-        I: Fn(&[&[f32]]) -> Result<Vec<Vec<f32>>, InferenceError> + Send + 'static,
+        T: Fn(&[&[u32]]) -> Result<Vec<Vec<f32>>, InferenceError> + Clone + Send + 'static,
+        I: Fn(&[&[f32]]) -> Result<Vec<Vec<f32>>, InferenceError> + Clone + Send + 'static,
     {
         let size = config.minibatch_size.max(1);
         let config = BatchConfig {
@@ -140,25 +143,35 @@ impl Pipeline {
             })?;
         }
         drop((prep_rx, text_tx, image_tx));
-        let make_tower = |modality, stats| tower::Tower {
-            modality,
-            config: config.clone(),
-            stats,
-        };
-        let text = make_tower(Modality::Text, stats.text.clone());
-        threads.spawn("tower-text".into(), move || {
-            text.run(text_rx, |batch: &[&Vec<u32>]| {
-                let refs: Vec<&[u32]> = batch.iter().map(|v| v.as_slice()).collect();
-                run_text(&refs)
-            })
-        })?;
-        let image = make_tower(Modality::Image, stats.image.clone());
-        threads.spawn("tower-image".into(), move || {
-            image.run(image_rx, |batch: &[&Vec<f32>]| {
-                let refs: Vec<&[f32]> = batch.iter().map(|v| v.as_slice()).collect();
-                run_images(&refs)
-            })
-        })?;
+        // One inference thread per tower and session set: with several devices, that many
+        // minibatches of a tower run at once, each on the least busy set.
+        for replica in 0..replicas.max(1) {
+            let text = tower::Tower {
+                modality: Modality::Text,
+                config: config.clone(),
+                stats: stats.text.clone(),
+            };
+            let (rx, run) = (text_rx.clone(), run_text.clone());
+            threads.spawn(format!("tower-text-{replica}"), move || {
+                text.run(rx, |batch: &[&Vec<u32>]| {
+                    let refs: Vec<&[u32]> = batch.iter().map(|v| v.as_slice()).collect();
+                    run(&refs)
+                })
+            })?;
+            let image = tower::Tower {
+                modality: Modality::Image,
+                config: config.clone(),
+                stats: stats.image.clone(),
+            };
+            let (rx, run) = (image_rx.clone(), run_images.clone());
+            threads.spawn(format!("tower-image-{replica}"), move || {
+                image.run(rx, |batch: &[&Vec<f32>]| {
+                    let refs: Vec<&[f32]> = batch.iter().map(|v| v.as_slice()).collect();
+                    run(&refs)
+                })
+            })?;
+        }
+        drop((text_rx, image_rx));
         Ok(Arc::new(Pipeline {
             prep_tx,
             inflight: Arc::new(Semaphore::new(config.max_inflight_docs)),
@@ -448,7 +461,7 @@ mod tests {
             ..BatchConfig::default()
         };
         let pipeline =
-            Pipeline::start_with(Arc::new(prepare), run_text, no_images, config).unwrap();
+            Pipeline::start_with(Arc::new(prepare), run_text, no_images, 1, config).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

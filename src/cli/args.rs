@@ -1,7 +1,7 @@
 //! Flags shared by every command that loads a model. Each flag has a `CLIP_WORKER_*` twin.
 
 use crate::defaults;
-use crate::engine::{Device, EngineOptions, SessionConfig};
+use crate::engine::{DeviceList, Dtype, EngineOptions, SessionConfig};
 use crate::model::DEFAULT_MODEL;
 use crate::preprocess::image::DEFAULT_MAX_PIXELS;
 use clap::Args;
@@ -18,11 +18,18 @@ pub struct EngineArgs {
     #[arg(long, env = "CLIP_WORKER_MODEL_DIR")]
     pub model_dir: Option<PathBuf>,
 
-    /// Where inference runs: auto, cpu, cuda or cuda:N (CUDA never falls back to CPU silently).
+    /// Where inference runs: auto, cpu, cuda or cuda:N, or a comma list (cuda:0,cuda:1) for one
+    /// session set per device, minibatches going to the least busy (never a silent CPU fallback).
     #[arg(long, env = "CLIP_WORKER_DEVICE", default_value = "auto")]
-    pub device: Device,
+    pub device: DeviceList,
 
-    /// Put the TensorRT execution provider ahead of CUDA.
+    /// Precision of the model folder's graphs: fp32, or fp16 for a folder converted with
+    /// scripts/convert_fp16.py (checked against what the graphs declare).
+    #[arg(long, env = "CLIP_WORKER_DTYPE", default_value = "fp32")]
+    pub dtype: Dtype,
+
+    /// Put the TensorRT execution provider ahead of CUDA (engine and timing caches in
+    /// `<model folder>/tensorrt`).
     #[arg(long, env = "CLIP_WORKER_TENSORRT", default_value_t = false)]
     pub tensorrt: bool,
 
@@ -67,10 +74,12 @@ impl EngineArgs {
         let mut o = EngineOptions::new(self.model.clone(), self.resolved_model_dir());
         o.ort_lib = self.ort_lib.clone();
         o.session = SessionConfig {
-            device: self.device,
+            devices: self.device.clone(),
             intra_threads: self.intra_threads,
             inter_threads: self.inter_threads,
             tensorrt: self.tensorrt,
+            tensorrt_cache: None,
+            dtype: self.dtype,
         };
         o.minibatch_size = self.minibatch_size;
         o.num_worker_preprocess = self.num_worker_preprocess;

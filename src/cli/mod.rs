@@ -151,7 +151,22 @@ fn encode(a: EncodeArgs) -> Result<(), CliError> {
         }
     }
     out.flush()?;
+    log_dispatch(&engine);
     Ok(())
+}
+
+/// With several session sets, how the minibatches were spread over them.
+fn log_dispatch(engine: &Engine) {
+    let model = &engine.model;
+    if model.replicas() > 1 {
+        let spread: Vec<String> = model
+            .devices()
+            .iter()
+            .zip(model.dispatched())
+            .map(|(d, n)| format!("{d}={n}"))
+            .collect();
+        tracing::info!("minibatches per session set: {}", spread.join(" "));
+    }
 }
 
 fn internal() -> DocError {
@@ -209,6 +224,7 @@ fn rank(a: RankArgs) -> Result<(), CliError> {
         writeln!(out, "{}", lines::rank_line(&root.id, &match_ids, &result))?;
     }
     out.flush()?;
+    log_dispatch(&engine);
     Ok(())
 }
 

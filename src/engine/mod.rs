@@ -2,6 +2,7 @@
 //!
 //! The engine knows nothing of NATS or MessagePack; the CLI and the worker both drive it.
 
+pub mod dispatch;
 pub mod model;
 pub mod prepare;
 pub mod rank;
@@ -16,10 +17,13 @@ use crate::preprocess::input::{Document, Modality};
 pub use model::{ClipModel, InferenceError};
 pub use prepare::{Prepared, Preprocessor};
 pub use rank::RankedMatch;
-pub use runtime::{Device, Runtime, RuntimeError, SessionConfig};
+pub use runtime::{Device, DeviceList, Dtype, Runtime, RuntimeError, SessionConfig};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// Folder, inside the model folder, holding TensorRT's engine and timing caches.
+pub const TENSORRT_CACHE_DIR: &str = "tensorrt";
 
 /// How to build an [`Engine`].
 #[derive(Debug, Clone)]
@@ -95,15 +99,27 @@ impl Engine {
             spec.tokenizer,
             files.tokenizer.as_deref(),
         )?);
+        let mut session = options.session.clone();
+        if session.tensorrt_cache.is_none() {
+            // TensorRT engines are built per model: keep them beside its graphs.
+            session.tensorrt_cache = Some(options.model_dir.join(TENSORRT_CACHE_DIR));
+        }
         let model = ClipModel::load(
             runtime,
             &files.textual,
             &files.visual,
             spec.image_size,
             text_tokenizer.clone(),
-            &options.session,
+            &session,
         )?;
         let model = Arc::new(model);
+        tracing::info!(
+            model = spec.name,
+            devices = %device_names(&model.devices()),
+            dtype = %model.dtype,
+            dim = model.dim,
+            "model loaded, one session set per device"
+        );
         let preprocessor = Preprocessor {
             tokenizer: text_tokenizer,
             image_size: spec.image_size,
@@ -183,26 +199,34 @@ impl Engine {
             }
             out.push(Err(DocError::new(ErrorCode::Internal, "not encoded")));
         }
-        // Images first, then texts, in minibatches: the original's order.
-        for chunk in images.chunks(self.minibatch_size) {
-            let batch: Vec<&[f32]> = chunk.iter().map(|(_, p)| p.as_slice()).collect();
-            let result = self.model.run_images(&batch);
-            scatter(
-                &mut out,
-                chunk.iter().map(|(i, _)| *i),
-                result,
-                Modality::Image,
-            );
-        }
-        for chunk in texts.chunks(self.minibatch_size) {
-            let batch: Vec<&[u32]> = chunk.iter().map(|(_, p)| p.as_slice()).collect();
-            let result = self.model.run_text(&batch);
-            scatter(
-                &mut out,
-                chunk.iter().map(|(i, _)| *i),
-                result,
-                Modality::Text,
-            );
+        // Images first, then texts, in minibatches: the original's order. With several session
+        // sets (devices), as many minibatches run at once, each on the least busy set.
+        let units: Vec<Unit<'_>> = images
+            .chunks(self.minibatch_size)
+            .map(Unit::Images)
+            .chain(texts.chunks(self.minibatch_size).map(Unit::Texts))
+            .collect();
+        let next = AtomicUsize::new(0);
+        let workers = self.model.replicas().min(units.len()).max(1);
+        let done: Vec<Vec<(usize, Result<Embedded, DocError>)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut mine = Vec::new();
+                        while let Some(unit) = units.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            mine.extend(unit.run(&self.model));
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        for (i, r) in done.into_iter().flatten() {
+            out[i] = r;
         }
         out
     }
@@ -223,6 +247,12 @@ impl Engine {
             .unwrap_or_else(|| Err(DocError::new(ErrorCode::Internal, "root not encoded")))?;
         Ok(rank_embedded(root, encoded.collect()))
     }
+}
+
+/// `cuda:0,cuda:1`: the devices of the session sets, in order.
+pub fn device_names(devices: &[Device]) -> String {
+    let names: Vec<String> = devices.iter().map(Device::to_string).collect();
+    names.join(",")
 }
 
 /// Scores encoded matches against an encoded root.
@@ -250,26 +280,57 @@ pub fn rank_embedded(root: Embedded, matches: Vec<Result<Embedded, DocError>>) -
     }
 }
 
+/// One minibatch of the in-process path.
+enum Unit<'a> {
+    Images(&'a [(usize, Vec<f32>)]),
+    Texts(&'a [(usize, Vec<u32>)]),
+}
+
+impl Unit<'_> {
+    /// Runs the minibatch; one result per document, with its index.
+    fn run(&self, model: &ClipModel) -> Vec<(usize, Result<Embedded, DocError>)> {
+        match self {
+            Unit::Images(chunk) => {
+                let batch: Vec<&[f32]> = chunk.iter().map(|(_, p)| p.as_slice()).collect();
+                scatter(
+                    chunk.iter().map(|(i, _)| *i),
+                    model.run_images(&batch),
+                    Modality::Image,
+                )
+            }
+            Unit::Texts(chunk) => {
+                let batch: Vec<&[u32]> = chunk.iter().map(|(_, p)| p.as_slice()).collect();
+                scatter(
+                    chunk.iter().map(|(i, _)| *i),
+                    model.run_text(&batch),
+                    Modality::Text,
+                )
+            }
+        }
+    }
+}
+
 fn scatter(
-    out: &mut [Result<Embedded, DocError>],
     indices: impl Iterator<Item = usize>,
     result: Result<Vec<Vec<f32>>, InferenceError>,
     modality: Modality,
-) {
+) -> Vec<(usize, Result<Embedded, DocError>)> {
     match result {
-        Ok(rows) => {
-            for (i, embedding) in indices.zip(rows) {
-                out[i] = Ok(Embedded {
-                    modality,
-                    embedding,
-                });
-            }
-        }
+        Ok(rows) => indices
+            .zip(rows)
+            .map(|(i, embedding)| {
+                (
+                    i,
+                    Ok(Embedded {
+                        modality,
+                        embedding,
+                    }),
+                )
+            })
+            .collect(),
         Err(e) => {
             let err = DocError::new(ErrorCode::Inference, ErrorChain(&e).to_string());
-            for i in indices {
-                out[i] = Err(err.clone());
-            }
+            indices.map(|i| (i, Err(err.clone()))).collect()
         }
     }
 }

@@ -51,27 +51,93 @@ impl std::fmt::Display for Device {
     }
 }
 
-/// Session tuning shared by both towers.
+/// One or more devices: `auto`, or a comma list such as `cuda:0,cuda:1` (one session set each).
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceList(Vec<Device>);
+
+impl DeviceList {
+    pub fn one(device: Device) -> Self {
+        DeviceList(vec![device])
+    }
+
+    pub fn devices(&self) -> &[Device] {
+        &self.0
+    }
+}
+
+impl Default for DeviceList {
+    fn default() -> Self {
+        DeviceList::one(Device::Auto)
+    }
+}
+
+impl FromStr for DeviceList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let devices = s
+            .split(',')
+            .map(|d| d.trim().parse::<Device>())
+            .collect::<Result<Vec<_>, _>>()?;
+        if devices.len() > 1 && devices.contains(&Device::Auto) {
+            return Err(format!(
+                "invalid device list `{s}`: `auto` stands alone; list concrete devices (cpu, cuda:N)"
+            ));
+        }
+        Ok(DeviceList(devices))
+    }
+}
+
+impl std::fmt::Display for DeviceList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.0.iter().map(Device::to_string).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// The floating-point precision the graphs run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dtype {
+    #[default]
+    Fp32,
+    /// Graphs converted to float16 (inputs and outputs included), as the original runs on GPU.
+    Fp16,
+}
+
+impl FromStr for Dtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fp32" => Ok(Dtype::Fp32),
+            "fp16" => Ok(Dtype::Fp16),
+            other => Err(format!("invalid dtype `{other}`: expected fp32 or fp16")),
+        }
+    }
+}
+
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dtype::Fp32 => "fp32",
+            Dtype::Fp16 => "fp16",
+        })
+    }
+}
+
+/// Session tuning shared by both towers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SessionConfig {
-    pub device: Device,
+    /// One session set (textual + visual) per listed device.
+    pub devices: DeviceList,
     /// Threads inside one operator (0: ONNX Runtime's default, one per physical core).
     pub intra_threads: usize,
     /// Threads across independent graph nodes (0: ONNX Runtime's default).
     pub inter_threads: usize,
     /// Use the TensorRT provider ahead of CUDA (GPU only).
     pub tensorrt: bool,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        SessionConfig {
-            device: Device::Auto,
-            intra_threads: 0,
-            inter_threads: 0,
-            tensorrt: false,
-        }
-    }
+    /// Where TensorRT keeps its engine and timing caches (required with `tensorrt`).
+    pub tensorrt_cache: Option<PathBuf>,
+    /// The precision the graphs must declare.
+    pub dtype: Dtype,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +169,29 @@ pub enum RuntimeError {
     /// The output dimension is symbolic and the one-text probe run to learn it failed.
     #[error("cannot determine the output dimension of the textual graph")]
     DimensionProbe(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("TensorRT was requested on {device}; it needs a CUDA device (--device cuda:N)")]
+    TensorRtNeedsCuda { device: Device },
+    #[error("TensorRT needs a cache folder for its engines (set by the model folder)")]
+    TensorRtCacheUnset,
+    #[error("cannot create the TensorRT cache folder `{path}`")]
+    TensorRtCache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{path}` ({tower}) runs in {found}, but --dtype is {wanted}: {hint}")]
+    Precision {
+        tower: &'static str,
+        path: PathBuf,
+        found: Dtype,
+        wanted: Dtype,
+        hint: &'static str,
+    },
+    /// The device list was empty.
+    #[error("no device to run on")]
+    NoDevice,
+    #[error("ONNX Runtime failed")]
+    Ort(#[from] ort::Error),
 }
 
 /// The loaded library and its one environment (ONNX Runtime allows one per process).
@@ -151,11 +240,13 @@ impl Runtime {
         }
     }
 
-    /// Builds one session with the original's settings: ORT_ENABLE_ALL, GPU provider first when asked.
+    /// Builds one session on `device` with the original's settings: ORT_ENABLE_ALL, GPU provider
+    /// first when asked. A provider that fails to register is an error, never a CPU fallback.
     pub fn session(
         &self,
         tower: &'static str,
         path: &Path,
+        device: Device,
         config: &SessionConfig,
     ) -> Result<Session, RuntimeError> {
         let fail = |e: ort::Error| RuntimeError::Session {
@@ -163,10 +254,10 @@ impl Runtime {
             path: path.to_path_buf(),
             source: e,
         };
-        let device = self.resolve_device(config.device)?;
+        let device = self.resolve_device(device)?;
         let mut builder = Session::builder(&self.env)
             .map_err(fail)?
-            .with_optimization_level(GraphOptimizationLevel::All)
+            .with_optimization_level(optimization_level(config.dtype))
             .map_err(|e| fail(e.into()))?;
         if config.intra_threads > 0 {
             builder = builder
@@ -181,12 +272,7 @@ impl Runtime {
         if let Device::Cuda(id) = device {
             let mut providers = Vec::new();
             if config.tensorrt {
-                providers.push(
-                    ep::TensorRT::default()
-                        .with_device_id(id)
-                        .build()
-                        .error_on_failure(),
-                );
+                providers.push(tensorrt_provider(tower, id, config)?);
             }
             providers.push(
                 ep::CUDA::default()
@@ -197,9 +283,49 @@ impl Runtime {
             builder = builder
                 .with_execution_providers(providers)
                 .map_err(|e| fail(e.into()))?;
+        } else if config.tensorrt {
+            return Err(RuntimeError::TensorRtNeedsCuda { device });
         }
         builder.commit_from_file(path).map_err(fail)
     }
+}
+
+/// The original's ORT_ENABLE_ALL, except for float16 graphs: ONNX Runtime 1.31 and 1.32 crash
+/// (segmentation fault, at session creation) applying the optimisations beyond the layout level to
+/// converted CLIP image graphs, so those stop at ORT_ENABLE_LAYOUT, which includes every layout
+/// optimisation.
+fn optimization_level(dtype: Dtype) -> GraphOptimizationLevel {
+    match dtype {
+        Dtype::Fp32 => GraphOptimizationLevel::All,
+        Dtype::Fp16 => GraphOptimizationLevel::Level3,
+    }
+}
+
+/// TensorRT on one GPU, its engine and timing caches in the model's cache folder so a restart
+/// does not rebuild the engines (minutes for large models).
+fn tensorrt_provider(
+    tower: &'static str,
+    device_id: i32,
+    config: &SessionConfig,
+) -> Result<ep::ExecutionProviderDispatch, RuntimeError> {
+    let cache = config
+        .tensorrt_cache
+        .as_deref()
+        .ok_or(RuntimeError::TensorRtCacheUnset)?;
+    std::fs::create_dir_all(cache).map_err(|source| RuntimeError::TensorRtCache {
+        path: cache.to_path_buf(),
+        source,
+    })?;
+    let cache = cache.display().to_string();
+    Ok(ep::TensorRT::default()
+        .with_device_id(device_id)
+        .with_engine_cache(true)
+        .with_engine_cache_path(&cache)
+        .with_engine_cache_prefix(tower)
+        .with_timing_cache(true)
+        .with_timing_cache_path(&cache)
+        .build()
+        .error_on_failure())
 }
 
 /// Candidate library locations, in search order.
@@ -290,6 +416,23 @@ mod tests {
         assert!("cuda:-1".parse::<Device>().is_err());
         assert!("gpu".parse::<Device>().is_err());
         assert_eq!(Device::Cuda(2).to_string(), "cuda:2");
+    }
+
+    #[test]
+    fn device_lists_and_dtypes() {
+        let list: DeviceList = "cuda:0,cuda:1".parse().unwrap();
+        assert_eq!(list.devices(), &[Device::Cuda(0), Device::Cuda(1)]);
+        assert_eq!(list.to_string(), "cuda:0,cuda:1");
+        let list: DeviceList = "cpu, cpu".parse().unwrap();
+        assert_eq!(list.devices(), &[Device::Cpu, Device::Cpu]);
+        assert_eq!("auto".parse::<DeviceList>(), Ok(DeviceList::default()));
+        assert!("auto,cpu".parse::<DeviceList>().is_err());
+        assert!("cuda:0,".parse::<DeviceList>().is_err());
+        assert!("cuda:0,gpu".parse::<DeviceList>().is_err());
+        assert_eq!("fp16".parse::<Dtype>(), Ok(Dtype::Fp16));
+        assert_eq!("fp32".parse::<Dtype>(), Ok(Dtype::Fp32));
+        assert!("bf16".parse::<Dtype>().is_err());
+        assert_eq!(Dtype::Fp16.to_string(), "fp16");
     }
 
     #[test]

@@ -131,6 +131,34 @@ mod tests {
         assert_eq!(t.padding(500), (CONTEXT_LENGTH, 1));
     }
 
+    /// A LaBSE-style (BERT WordPiece) tokenizer: `[PAD]` is id 0, specials `[CLS]`/`[SEP]`.
+    const WORDPIECE_JSON: &str = r###"{
+      "version": "1.0", "truncation": null, "padding": null,
+      "added_tokens": [
+        {"id": 0, "content": "[PAD]", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+        {"id": 1, "content": "[UNK]", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+        {"id": 2, "content": "[CLS]", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+        {"id": 3, "content": "[SEP]", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+      ],
+      "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": true},
+      "pre_tokenizer": {"type": "BertPreTokenizer"},
+      "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+      "decoder": null,
+      "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100,
+                "vocab": {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "hello": 4, "world": 5, "##s": 6}}
+    }"###;
+
+    #[test]
+    fn labse_style_tokenizers_pad_with_their_own_pad_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(&path, WORDPIECE_JSON).unwrap();
+        let t = TextTokenizer::load(TokenizerKind::HuggingFace, Some(&path)).unwrap();
+        assert_eq!(t.encode("Hello Worlds").unwrap(), vec![2, 4, 5, 6, 3]);
+        assert_eq!(t.encode("hello moon").unwrap(), vec![2, 4, 1, 3]);
+        assert_eq!(t.padding(5), (5, 0), "[PAD] is id 0");
+    }
+
     #[test]
     fn clip_tokenizer_pads_to_the_fixed_context() {
         let t = TextTokenizer::load(TokenizerKind::ClipBpe, None).unwrap();

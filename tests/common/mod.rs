@@ -17,6 +17,17 @@ pub fn fixture_model_dir() -> PathBuf {
     repo_root().join("tests/fixtures/model")
 }
 
+/// The tiny M-CLIP folder (XLM-R text tower, Hugging Face tokenizer) and its float16 twin.
+pub const MCLIP_MODEL: &str = "M-CLIP/XLM-Roberta-Large-Vit-B-32";
+
+pub fn mclip_model_dir() -> PathBuf {
+    repo_root().join("tests/fixtures/mclip")
+}
+
+pub fn mclip_fp16_model_dir() -> PathBuf {
+    repo_root().join("tests/fixtures/mclip-fp16")
+}
+
 /// A model folder whose visual tower fails inside ONNX Runtime for a white image (see
 /// `tests/fixtures/model-failing/README.md`), with the fixture model's text tower.
 pub fn failing_model_dir() -> tempfile::TempDir {
@@ -277,6 +288,35 @@ impl Drop for Worker {
 
 pub fn fixture_image(name: &str) -> PathBuf {
     repo_root().join("tests/fixtures/images").join(name)
+}
+
+/// Runs the `clip-worker` binary from the repository root: exit code, stdout, stderr.
+pub fn clip_worker(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_clip-worker"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run clip-worker");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A JSON file of the repository (fixture references).
+pub fn json_file(rel: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(repo_root().join(rel)).expect(rel);
+    serde_json::from_str(&text).expect(rel)
+}
+
+/// A JSON array of numbers as f32.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number") as f32)
+        .collect()
 }
 
 pub fn read(path: &Path) -> Vec<u8> {
