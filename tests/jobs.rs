@@ -352,6 +352,7 @@ async fn workers_bind_to_an_existing_stream_and_consumer_when_told_to() {
             "mine",
         ])
         .args(["--nats-url", &nats.url, "--device", "cpu"])
+        .args(["--metrics-addr", "off"])
         .arg("--model-dir")
         .arg(common::fixture_model_dir())
         .current_dir(common::repo_root())
