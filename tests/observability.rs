@@ -573,17 +573,10 @@ async fn traces_continue_the_callers_trace_and_batches_link_to_messages() {
     let client = connect(&nats.url).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let (parent_a, parent_b) = ("00f067aa0ba902b7", "00f067aa0ba902b8");
+    let (request_a, request_b) = (request(vec![text("a")]), request(vec![text("b")]));
     let (headers_a, headers_b) = tokio::join!(
-        call_traced(
-            &client,
-            traced(trace_id, parent_a),
-            &request(vec![text("a")])
-        ),
-        call_traced(
-            &client,
-            traced(trace_id, parent_b),
-            &request(vec![text("b")])
-        ),
+        call_traced(&client, traced(trace_id, parent_a), &request_a),
+        call_traced(&client, traced(trace_id, parent_b), &request_b),
     );
 
     // One job, too: the trace crosses JetStream.

@@ -29,6 +29,7 @@ use crate::protocol::{
     self, EmbeddingDtype, Params, Request, Response, ResultDoc, WireDoc, WireError,
     PROTOCOL_VERSION,
 };
+use crate::telemetry::trace;
 use crate::transport::connect::{ConnectError, NatsArgs};
 use crate::transport::handler::JobKind;
 use crate::transport::{JOB_ID_HEADER, PROTOCOL_HEADER, REPLY_TO_HEADER};
@@ -41,6 +42,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// How work is sent.
 #[derive(Debug, Clone, PartialEq)]
@@ -695,11 +697,19 @@ impl Client {
         let subject = self.subject(kind);
         let mut headers = HeaderMap::new();
         headers.insert(PROTOCOL_HEADER, PROTOCOL_VERSION);
+        // The request's producer span: the worker's spans continue its trace.
+        let span = trace::send_span(&subject);
+        trace::inject(&span, &mut headers, None);
         let request = async_nats::Request::new()
             .payload(payload)
             .headers(headers)
             .timeout(Some(opts.timeout));
-        match self.nats.send_request(subject.clone(), request).await {
+        let sent = self
+            .nats
+            .send_request(subject.clone(), request)
+            .instrument(span)
+            .await;
+        match sent {
             Ok(msg) => protocol::decode_response(&msg.payload).map_err(|e| {
                 Attempt::Fatal(DocError::new(
                     ErrorCode::Internal,
@@ -778,15 +788,21 @@ impl Client {
         headers.insert(REPLY_TO_HEADER, inbox.subject.as_str());
         headers.insert("Nats-Msg-Id", job_id.as_str());
         headers.insert(PROTOCOL_HEADER, PROTOCOL_VERSION);
+        let span = trace::send_span(&subject);
+        trace::inject(&span, &mut headers, None);
         let rx = inbox.register(&job_id);
-        let published = match self
-            .jetstream
-            .publish_with_headers(subject.clone(), headers, payload)
-            .await
-        {
-            Ok(ack) => ack.await,
-            Err(e) => Err(e),
-        };
+        let published = async {
+            match self
+                .jetstream
+                .publish_with_headers(subject.clone(), headers, payload)
+                .await
+            {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            }
+        }
+        .instrument(span)
+        .await;
         if let Err(e) = published {
             inbox.forget(&job_id);
             return Err(match e.kind() {
