@@ -353,18 +353,7 @@ async fn readiness_needs_nats_and_ends_when_draining_begins() {
     let mut nats = NatsServer::start();
     nats.stop();
     // A worker whose NATS server is not up yet: alive, not ready.
-    let mut w = Worker::spawn(
-        &nats.url,
-        &[
-            "--mode",
-            "jobs",
-            "--minibatch-size",
-            "4",
-            "--max-batch-delay",
-            "400ms",
-        ],
-        &[],
-    );
+    let mut w = Worker::spawn(&nats.url, &SLOW_WORKER, &[]);
     let addr = metrics_addr(&w);
     wait_for(&addr, "/healthz", Duration::from_secs(60), |s, _| s == 200);
     let body = wait_for(&addr, "/readyz", Duration::from_secs(30), |_, b| {
@@ -378,19 +367,10 @@ async fn readiness_needs_nats_and_ends_when_draining_begins() {
     w.wait_for_log("clip-worker ready", Duration::from_secs(60));
     wait_for(&addr, "/readyz", Duration::from_secs(30), |s, _| s == 200);
 
-    // A job that takes a few seconds (minibatches that never fill wait the whole delay).
+    // A job that takes a few seconds.
     let client = connect(&nats.url).await;
     let js = async_nats::jetstream::new(client.clone());
-    let docs: Vec<WireDoc> = (0..40)
-        .map(|i| {
-            if i % 4 == 0 {
-                text(&format!("t{i}"))
-            } else {
-                image(png(i as u8, 64, 48))
-            }
-        })
-        .collect();
-    let job = protocol::encode(&request(docs)).unwrap();
+    let job = protocol::encode(&request(slow_job_docs())).unwrap();
     js.publish("clip.jobs.encode", job.into())
         .await
         .unwrap()
