@@ -17,6 +17,23 @@ pub fn fixture_model_dir() -> PathBuf {
     repo_root().join("tests/fixtures/model")
 }
 
+/// A model folder whose visual tower fails inside ONNX Runtime for a white image (see
+/// `tests/fixtures/model-failing/README.md`), with the fixture model's text tower.
+pub fn failing_model_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        fixture_model_dir().join("textual.onnx"),
+        dir.path().join("textual.onnx"),
+    )
+    .expect("copy textual.onnx");
+    std::fs::copy(
+        repo_root().join("tests/fixtures/model-failing/visual.onnx"),
+        dir.path().join("visual.onnx"),
+    )
+    .expect("copy visual.onnx");
+    dir
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -153,7 +170,14 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(nats_url: &str, extra: &[&str]) -> Self {
-        Self::start_with_env(nats_url, extra, &[])
+        Self::start_with_model(&fixture_model_dir(), nats_url, extra)
+    }
+
+    /// A worker serving the model folder `model_dir`.
+    pub fn start_with_model(model_dir: &Path, nats_url: &str, extra: &[&str]) -> Self {
+        let w = Self::spawn_with(model_dir, nats_url, extra, &[]);
+        w.wait_for_log("clip-worker ready", Duration::from_secs(60));
+        w
     }
 
     /// Starts with extra environment variables and waits until it is ready.
@@ -165,10 +189,14 @@ impl Worker {
 
     /// Starts the process without waiting for it to be ready.
     pub fn spawn(nats_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(&fixture_model_dir(), nats_url, extra, env)
+    }
+
+    fn spawn_with(model_dir: &Path, nats_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_clip-worker"));
         cmd.arg("serve")
             .arg("--model-dir")
-            .arg(fixture_model_dir())
+            .arg(model_dir)
             .args([
                 "--nats-url",
                 nats_url,
