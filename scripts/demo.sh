@@ -20,7 +20,9 @@ trap cleanup EXIT
 
 .venv/bin/nats-server -a 127.0.0.1 -p "$port" -js -sd "$work/js" >"$work/nats.log" 2>&1 &
 nats_pid=$!
-"$BIN" serve --nats-url "$url" --model-dir tests/fixtures/model --device cpu 2>"$work/worker.log" &
+# Metrics and probes on a free port (the default 9090 may be taken on a workstation).
+"$BIN" serve --nats-url "$url" --model-dir tests/fixtures/model --device cpu --metrics-addr 127.0.0.1:0 \
+  2>"$work/worker.log" &
 worker_pid=$!
 for _ in $(seq 1 200); do grep -q "clip-worker ready" "$work/worker.log" 2>/dev/null && break; sleep 0.1; done
 grep -q "clip-worker ready" "$work/worker.log" || { cat "$work/worker.log"; exit 1; }
@@ -49,3 +51,13 @@ for line in sys.stdin:
         print("  %-18s clip_score=%.4f  cosine=%+.4f" % (captions[int(m["id"])], s.get("clip_score", 0), s.get("clip_score_cosine", 0)))
 ' "${captions[@]}"
 echo "(the bundled model has random weights: the numbers are real CLIP maths, the ranking means nothing)"
+metrics=$(sed -n 's|.*metrics on \(http://[^ ]*\)/metrics.*|\1|p' "$work/worker.log" | head -n 1)
+echo "== operator's view ($metrics): /readyz and a few series of /metrics"
+python3 - "$metrics" <<'PY'
+import sys, urllib.request
+base = sys.argv[1]
+print(" ", urllib.request.urlopen(base + "/readyz").read().decode().strip())
+for line in urllib.request.urlopen(base + "/metrics").read().decode().splitlines():
+    if line.startswith(("clip_worker_requests_total", "clip_worker_inferences_total", "clip_worker_model_info")):
+        print(" ", line)
+PY

@@ -23,4 +23,5 @@ pub mod error;
 pub mod model;
 pub mod preprocess;
 pub mod protocol;
+pub mod telemetry;
 pub mod transport;

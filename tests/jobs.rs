@@ -289,30 +289,6 @@ async fn sigterm_answers_in_flight_requests_and_leaves_no_job_behind() {
     );
 }
 
-/// Worker settings under which [`slow_job_docs`] takes about two seconds.
-const SLOW_WORKER: [&str; 6] = [
-    "--mode",
-    "jobs",
-    "--minibatch-size",
-    "4",
-    "--max-batch-delay",
-    "400ms",
-];
-
-/// A job whose minibatches never fill, so each waits the whole batch delay: chunks of 4
-/// documents, 2 chunks in flight, leave 2 texts and 6 images queued against minibatches of 4.
-fn slow_job_docs() -> Vec<clip_worker::protocol::WireDoc> {
-    (0..40)
-        .map(|i| {
-            if i % 4 == 0 {
-                text(&format!("t{i}"))
-            } else {
-                image(png(i as u8, 64, 48))
-            }
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_job_is_kept_alive_by_in_progress_acks() {
     let nats = NatsServer::start_with(Some(8 * 1024 * 1024));
@@ -364,6 +340,7 @@ async fn workers_bind_to_an_existing_stream_and_consumer_when_told_to() {
             "mine",
         ])
         .args(["--nats-url", &nats.url, "--device", "cpu"])
+        .args(["--metrics-addr", "off"])
         .arg("--model-dir")
         .arg(common::fixture_model_dir())
         .current_dir(common::repo_root())

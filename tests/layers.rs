@@ -5,9 +5,10 @@
 use std::path::Path;
 
 /// From the inside out.
-const LAYERS: [&str; 11] = [
+const LAYERS: [&str; 12] = [
     "error",
     "defaults",
+    "telemetry",
     "model",
     "preprocess",
     "engine",

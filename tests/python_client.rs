@@ -43,6 +43,12 @@ fn python_example_client_encodes_ranks_and_runs_a_durable_job() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     assert_eq!(steps.len(), 3, "{stdout}");
+    // Each call sent a W3C trace context and its reply continued the same trace.
+    for step in &steps {
+        let id = step["trace_id"].as_str().unwrap_or("");
+        assert_eq!(id.len(), 32, "{step}");
+        assert_eq!(step["trace_continued"], true, "{step}");
+    }
 
     let encode = &steps[0];
     assert_eq!(encode["step"], "encode");

@@ -9,11 +9,18 @@ It runs three steps and prints one JSON line for each:
   2. rank the other sentences (and the image) against the first sentence on `<prefix>.rank`;
   3. the same encode as a durable JetStream job on `<prefix>.jobs.encode`, its result read from
      the inbox named in the `Clip-Reply-To` header.
+
+Every call carries a W3C `traceparent` header, so the worker's spans join the caller's trace and the
+reply carries it back. With the OpenTelemetry SDK installed and configured (`pip install
+opentelemetry-sdk opentelemetry-exporter-otlp`, `OTEL_*` variables) it is the context of a
+`send <subject>` span of this client; without it, fresh random ids (no extra package needed).
 """
 
 import argparse
 import asyncio
+import contextlib
 import json
+import secrets
 import struct
 import sys
 import uuid
@@ -25,6 +32,42 @@ try:  # numpy is optional: it only makes decoding shorter.
     import numpy as np
 except ImportError:  # pragma: no cover
     np = None
+
+
+try:  # OpenTelemetry is optional: without it the trace context is made by hand.
+    from opentelemetry import propagate, trace
+except ImportError:  # pragma: no cover
+    trace = None
+
+
+@contextlib.contextmanager
+def traced(subject):
+    """Headers with the trace context of one call: a producer span's when an OpenTelemetry SDK is
+    set up, else a fresh W3C `traceparent` (random trace and span ids, sampled)."""
+    span = contextlib.nullcontext()
+    if trace is not None:
+        tracer = trace.get_tracer("clip-worker-example")
+        span = tracer.start_as_current_span(f"send {subject}", kind=trace.SpanKind.PRODUCER)
+    with span:
+        headers = {}
+        if trace is not None:
+            propagate.inject(headers)
+        if "traceparent" not in headers:  # the API alone (no SDK) injects nothing
+            headers = {"traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"}
+        yield headers
+
+
+def trace_id(headers):
+    """The trace id of a `traceparent` header (None when absent)."""
+    parts = (headers or {}).get("traceparent", "").split("-")
+    return parts[1] if len(parts) == 4 else None
+
+
+def with_trace(line, sent, reply_headers):
+    """Adds the call's trace id, and whether the reply continued that trace."""
+    line["trace_id"] = trace_id(sent)
+    line["trace_continued"] = trace_id(reply_headers) == line["trace_id"]
+    return line
 
 
 def pack(docs, normalize=False):
@@ -85,14 +128,18 @@ async def main():
         docs = documents(args.texts, args.image)
 
         # 1. Request/reply encode.
-        msg = await nc.request(f"{args.prefix}.encode", pack(docs), timeout=args.timeout)
+        subject = f"{args.prefix}.encode"
+        with traced(subject) as headers:
+            msg = await nc.request(subject, pack(docs), timeout=args.timeout, headers=headers)
         encoded = unpack(msg.data)
-        print(json.dumps(summary("encode", encoded)), flush=True)
+        print(json.dumps(with_trace(summary("encode", encoded), headers, msg.headers)), flush=True)
 
         # 2. Rank: the first document is the query, the rest are its matches.
         if len(docs) > 1:
             query = dict(docs[0], matches=docs[1:])
-            msg = await nc.request(f"{args.prefix}.rank", pack([query]), timeout=args.timeout)
+            subject = f"{args.prefix}.rank"
+            with traced(subject) as headers:
+                msg = await nc.request(subject, pack([query]), timeout=args.timeout, headers=headers)
             root = unpack(msg.data)["docs"][0]
             if root.get("error"):
                 raise RuntimeError(f"rank failed: {root['error']}")
@@ -100,26 +147,29 @@ async def main():
                 {"id": m["id"], **m["scores"]} if m.get("scores") else {"id": m["id"], "error": m["error"]}
                 for m in root["matches"]
             ]
-            print(json.dumps({"step": "rank", "query": root["id"], "ranked": ranked}), flush=True)
+            line = {"step": "rank", "query": root["id"], "ranked": ranked}
+            print(json.dumps(with_trace(line, headers, msg.headers)), flush=True)
 
         # 3. Durable job: subscribe to an inbox FIRST, then publish with a JetStream ack.
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
         job_id = str(uuid.uuid4())  # Nats-Msg-Id: JetStream drops a re-published duplicate.
         js = nc.jetstream()
-        ack = await js.publish(
-            f"{args.prefix}.jobs.encode",
-            pack(docs),
-            headers={"Clip-Reply-To": inbox, "Nats-Msg-Id": job_id},
-            timeout=args.timeout,
-        )
+        subject = f"{args.prefix}.jobs.encode"
+        with traced(subject) as trace_headers:
+            ack = await js.publish(
+                subject,
+                pack(docs),
+                headers={"Clip-Reply-To": inbox, "Nats-Msg-Id": job_id, **trace_headers},
+                timeout=args.timeout,
+            )
         while True:  # results carry the job id in `Clip-Job-Id`; skip anything else
             msg = await sub.next_msg(timeout=args.timeout)
             if (msg.headers or {}).get("Clip-Job-Id") == job_id:
                 break
         await sub.unsubscribe()
         result = unpack(msg.data)
-        line = summary("job", result)
+        line = with_trace(summary("job", result), trace_headers, msg.headers)
         line["job_id"] = job_id
         line["stream"] = ack.stream
         line["protocol"] = (msg.headers or {}).get("Clip-Protocol")

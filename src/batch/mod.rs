@@ -57,6 +57,14 @@ struct PrepJob {
     span: tracing::Span,
 }
 
+/// Queue lengths at one instant (see [`Pipeline::queue_depths`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDepths {
+    pub preprocess: usize,
+    pub text: usize,
+    pub image: usize,
+}
+
 /// Permission to put documents into the pipeline; released when dropped.
 pub struct Admission {
     _permit: OwnedSemaphorePermit,
@@ -65,6 +73,9 @@ pub struct Admission {
 /// The running batcher: preprocess pool and one inference thread per tower.
 pub struct Pipeline {
     prep_tx: crossbeam_channel::Sender<PrepJob>,
+    /// Read-only handles on the tower queues, to report their depth.
+    text_queue: crossbeam_channel::Receiver<TowerJob<Vec<u32>>>,
+    image_queue: crossbeam_channel::Receiver<TowerJob<Vec<f32>>>,
     inflight: Arc<Semaphore>,
     config: BatchConfig,
     pub stats: Arc<BatchStats>,
@@ -171,9 +182,11 @@ impl Pipeline {
                 })
             })?;
         }
-        drop((text_rx, image_rx));
+        let (text_queue, image_queue) = (text_rx, image_rx);
         Ok(Arc::new(Pipeline {
             prep_tx,
+            text_queue,
+            image_queue,
             inflight: Arc::new(Semaphore::new(config.max_inflight_docs)),
             config,
             stats,
@@ -209,6 +222,24 @@ impl Pipeline {
     /// Documents that can be admitted right now.
     pub fn available(&self) -> usize {
         self.inflight.available_permits()
+    }
+
+    /// Documents waiting to be preprocessed, and prepared documents waiting for the text and
+    /// image towers.
+    pub fn queue_depths(&self) -> QueueDepths {
+        QueueDepths {
+            preprocess: self.prep_tx.len(),
+            text: self.text_queue.len(),
+            image: self.image_queue.len(),
+        }
+    }
+
+    /// Whether every preprocess and inference thread is still running.
+    pub fn threads_alive(&self) -> bool {
+        match self.threads.lock() {
+            Ok(t) => !t.is_empty() && t.iter().all(|h| !h.is_finished()),
+            Err(_) => false,
+        }
     }
 
     fn permits(&self, docs: usize) -> Result<u32, DocError> {
@@ -341,6 +372,7 @@ fn preprocess_loop(
 ) {
     while let Ok(job) = rx.recv() {
         let _enter = job.span.enter();
+        let started = std::time::Instant::now();
         let prepared = {
             let _s = tracing::debug_span!("preprocess").entered();
             // A decoder bug must cost one document, not a pool thread.
@@ -355,13 +387,19 @@ fn preprocess_loop(
                     ))
                 })
         };
+        crate::telemetry::metrics()
+            .preprocess_duration
+            .with_label_values(&[prepared_modality(&prepared, &job.doc)])
+            .observe(started.elapsed().as_secs_f64());
         let span = job.span.clone();
+        let enqueued = std::time::Instant::now();
         let sent = match prepared {
             Ok(Prepared::Text(ids)) => text_tx
                 .send(TowerJob {
                     input: ids,
                     reply: job.reply,
                     span,
+                    enqueued,
                 })
                 .map_err(|e| e.0.reply),
             Ok(Prepared::Image(px)) => image_tx
@@ -369,6 +407,7 @@ fn preprocess_loop(
                     input: px,
                     reply: job.reply,
                     span,
+                    enqueued,
                 })
                 .map_err(|e| e.0.reply),
             Err(e) => {
@@ -382,6 +421,14 @@ fn preprocess_loop(
                 "inference thread stopped",
             )));
         }
+    }
+}
+
+/// The tower a document went to, or would have gone to had it been prepared.
+fn prepared_modality(prepared: &Result<Prepared, DocError>, doc: &Document) -> &'static str {
+    match prepared {
+        Ok(p) => p.modality().as_str(),
+        Err(_) => doc.content().map_or("unknown", |c| c.modality().as_str()),
     }
 }
 

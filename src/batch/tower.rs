@@ -5,15 +5,18 @@ use super::BatchConfig;
 use crate::engine::{Embedded, InferenceError};
 use crate::error::{DocError, ErrorChain, ErrorCode};
 use crate::preprocess::input::Modality;
+use crate::telemetry;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 pub(super) struct TowerJob<T> {
     pub input: T,
     pub reply: oneshot::Sender<Result<Embedded, DocError>>,
     pub span: tracing::Span,
+    /// When it joined the tower's queue: the start of its wait for a minibatch.
+    pub enqueued: Instant,
 }
 
 /// What a tower thread needs besides its queue and its model.
@@ -43,12 +46,17 @@ impl Tower {
             let started = Instant::now();
             let inputs: Vec<&T> = batch.iter().map(|j| &j.input).collect();
             let result = {
-                let _s = tracing::debug_span!(parent: &batch[0].span, "inference", modality = modality.as_str(), batch = batch.len()).entered();
+                let messages = batch.iter().map(|j| &j.span);
+                let _s = telemetry::trace::batch_span(modality.as_str(), messages, batch.len())
+                    .entered();
                 // A panic inside the runtime bindings fails this batch, not the tower thread.
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&inputs)))
                     .unwrap_or(Err(InferenceError::Panicked))
             };
-            self.stats.record(batch.len(), started.elapsed());
+            let took = started.elapsed();
+            // `$SRV.STATS` and the Prometheus series count the same batches.
+            self.stats.record(batch.len(), took);
+            record_batch(modality, &batch, started, took);
             match result {
                 Ok(rows) if rows.len() == batch.len() => {
                     for (job, embedding) in batch.into_iter().zip(rows) {
@@ -73,6 +81,29 @@ impl Tower {
             }
         }
     }
+}
+
+fn record_batch<T>(modality: Modality, batch: &[TowerJob<T>], started: Instant, took: Duration) {
+    let m = telemetry::metrics();
+    let label = [modality.as_str()];
+    let waits = m.queue_wait_duration.with_label_values(&label);
+    for job in batch {
+        waits.observe(
+            started
+                .saturating_duration_since(job.enqueued)
+                .as_secs_f64(),
+        );
+    }
+    m.batch_size
+        .with_label_values(&label)
+        .observe(batch.len() as f64);
+    m.inference_executions.with_label_values(&label).inc();
+    m.inferences
+        .with_label_values(&label)
+        .inc_by(batch.len() as u64);
+    m.inference_duration
+        .with_label_values(&label)
+        .observe(took.as_secs_f64());
 }
 
 fn fail<T>(batch: Vec<TowerJob<T>>, message: String) {
@@ -107,7 +138,15 @@ mod tests {
     fn job(input: u32) -> (TowerJob<u32>, Reply) {
         let (reply, rx) = oneshot::channel();
         let span = tracing::Span::none();
-        (TowerJob { input, reply, span }, rx)
+        (
+            TowerJob {
+                input,
+                reply,
+                span,
+                enqueued: Instant::now(),
+            },
+            rx,
+        )
     }
 
     /// A fake model: each input becomes a one-value embedding; batch sizes are recorded.

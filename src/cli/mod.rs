@@ -25,6 +25,15 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log line format on standard error: text, or JSON lines (with the trace id of the span).
+    #[arg(
+        long,
+        global = true,
+        env = "CLIP_WORKER_LOG_FORMAT",
+        value_enum,
+        default_value_t = crate::telemetry::LogFormat::Text
+    )]
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,12 +7,15 @@ use crate::batch::{BatchConfig, Pipeline};
 use crate::defaults;
 use crate::engine::Engine;
 use crate::preprocess::fetch::FetchPolicy;
+use crate::preprocess::input::{Document, PixelTensor};
 use crate::protocol::{Limits, Subjects};
+use crate::telemetry::{self, metrics::Metrics, Health};
 use crate::transport::handler::Handler;
 use crate::transport::jobs::{self, JobsConfig};
 use crate::transport::objects::ObjectFetcher;
 use crate::transport::publish::Publisher;
 use crate::transport::service::{self, ServiceConfig};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -102,6 +105,10 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, time allowed to finish in-flight work before exiting.
     #[arg(long, env = "CLIP_WORKER_SHUTDOWN_TIMEOUT", default_value = format_duration(defaults::SHUTDOWN_TIMEOUT), value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// HTTP listener for /metrics, /healthz and /readyz (`off` disables it).
+    #[arg(long, env = "CLIP_WORKER_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +129,10 @@ pub enum ServeError {
     ServiceStopped,
     #[error("loading the model stopped unexpectedly")]
     LoadAborted(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    Metrics(#[from] crate::telemetry::http::ListenError),
+    #[error("the model failed its warm-up inference: {0}")]
+    WarmUp(String),
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
@@ -137,6 +148,12 @@ pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
 }
 
 async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
+    // Up first, so probes answer (not ready) while the model loads.
+    let health = Arc::new(Health::default());
+    if let Some(addr) = telemetry::http::listen_address(&args.metrics_addr) {
+        let bound = telemetry::http::start(addr, health.clone()).await?;
+        eprintln!("clip-worker metrics on http://{bound}/metrics");
+    }
     let mut options = args.engine.options();
     options.fetch = FetchPolicy {
         allow_local_files: args.allow_local_files,
@@ -148,6 +165,21 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
         .await
         .map_err(ServeError::LoadAborted)??;
     tracing::info!(model = %engine.spec.name, dim = engine.dim(), "model loaded");
+    let device = engine
+        .model
+        .devices()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    telemetry::metrics().set_model_info(
+        engine.spec.name,
+        &device,
+        &engine.model.dtype.to_string(),
+        engine.dim(),
+        engine.spec.image_size,
+    );
+    telemetry::trace::set_model(engine.spec.name, &device);
     let pipeline = Pipeline::start(
         engine.model.clone(),
         engine.preprocessor.clone(),
@@ -159,8 +191,12 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
             ..BatchConfig::default()
         },
     )?;
+    watch_pipeline(&health, &pipeline);
+    warm_up(&pipeline).await?;
+    health.set_model_warm();
 
     let client = args.nats.options().connect().await?;
+    watch_connection(&health, &client);
     let js = async_nats::jetstream::new(client.clone());
     let handler = Arc::new(Handler {
         pipeline: pipeline.clone(),
@@ -229,6 +265,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
             Ok(())
         });
     }
+    health.set_subscribed();
     eprintln!(
         "clip-worker ready: model {} on {}",
         args.engine.model,
@@ -242,6 +279,8 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
             if let Ok(Err(e)) = r { failure = Some(e); }
         }
     }
+    // Not ready from the first moment of the drain.
+    health.set_draining();
     shutdown.cancel();
     let deadline = tokio::time::Instant::now() + args.shutdown_timeout;
     while let Ok(Some(r)) = tokio::time::timeout_at(deadline, loops.join_next()).await {
@@ -268,6 +307,65 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Liveness follows the pipeline threads; queue depths and in-flight documents are sampled
+/// at each scrape. Weak references: the pipeline must stop when serve drops it.
+fn watch_pipeline(health: &Health, pipeline: &Arc<Pipeline>) {
+    let weak = Arc::downgrade(pipeline);
+    health.set_pipeline_check(move || weak.upgrade().is_some_and(|p| p.threads_alive()));
+    let weak = Arc::downgrade(pipeline);
+    telemetry::metrics().on_scrape(move |m| {
+        let Some(p) = weak.upgrade() else { return };
+        let depths = p.queue_depths();
+        for (queue, depth) in [
+            ("preprocess", depths.preprocess),
+            ("text", depths.text),
+            ("image", depths.image),
+        ] {
+            m.queue_depth.with_label_values(&[queue]).set(depth as i64);
+        }
+        let admitted = p.config().max_inflight_docs.saturating_sub(p.available());
+        m.inflight_documents.set(admitted as i64);
+    });
+}
+
+/// Readiness requires a live connection; its state and reconnects are sampled at each scrape.
+fn watch_connection(health: &Health, client: &async_nats::Client) {
+    use async_nats::connection::State;
+    let c = client.clone();
+    health.set_nats_check(move || c.connection_state() == State::Connected);
+    let c = client.clone();
+    telemetry::metrics().on_scrape(move |m| {
+        m.nats_connected
+            .set(i64::from(c.connection_state() == State::Connected));
+        let connects = c.statistics().connects.load(Ordering::Relaxed);
+        Metrics::catch_up(&m.nats_reconnects, connects.saturating_sub(1));
+    });
+}
+
+/// One real inference on each tower before the worker calls itself ready: sessions allocate
+/// and (on GPUs) compile kernels on their first run, which must not be paid by a caller.
+async fn warm_up(pipeline: &Pipeline) -> Result<(), ServeError> {
+    let docs = vec![
+        Document::text("warm-up"),
+        Document {
+            tensor: Some(PixelTensor {
+                shape: vec![8, 8, 3],
+                data: vec![0; 8 * 8 * 3],
+            }),
+            ..Document::default()
+        },
+    ];
+    let admission = pipeline
+        .admit(docs.len())
+        .await
+        .map_err(|e| ServeError::WarmUp(e.to_string()))?;
+    for result in pipeline.embed(docs, &admission).await {
+        result.map_err(|e| ServeError::WarmUp(e.to_string()))?;
+    }
+    tracing::info!("model warmed up");
+    Ok(())
 }
 
 async fn wait_for_signal() {

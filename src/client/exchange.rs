@@ -4,9 +4,11 @@
 use super::{Client, Options};
 use crate::error::{DocError, ErrorCode};
 use crate::protocol::{self, headers, JobKind, Response, PROTOCOL_VERSION};
+use crate::telemetry::trace;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::{HeaderMap, RequestErrorKind};
 use bytes::Bytes;
+use tracing::Instrument;
 
 /// Why one try brought no response.
 #[derive(Debug)]
@@ -62,11 +64,19 @@ impl Client {
         let subject = self.subject(kind);
         let mut request_headers = HeaderMap::new();
         request_headers.insert(headers::PROTOCOL, PROTOCOL_VERSION);
+        // The request's producer span: the worker's spans continue its trace.
+        let span = trace::send_span(&subject);
+        trace::inject(&span, &mut request_headers, None);
         let request = async_nats::Request::new()
             .payload(payload)
             .headers(request_headers)
             .timeout(Some(opts.timeout));
-        match self.nats.send_request(subject.clone(), request).await {
+        let sent = self
+            .nats
+            .send_request(subject.clone(), request)
+            .instrument(span)
+            .await;
+        match sent {
             Ok(msg) => protocol::decode_response(&msg.payload).map_err(|e| {
                 Failure::fatal(
                     ErrorCode::Internal,
@@ -112,15 +122,21 @@ impl Client {
         job_headers.insert(headers::REPLY_TO, inbox.subject.as_str());
         job_headers.insert(headers::MESSAGE_ID, job_id);
         job_headers.insert(headers::PROTOCOL, PROTOCOL_VERSION);
+        let span = trace::send_span(&subject);
+        trace::inject(&span, &mut job_headers, None);
         let rx = inbox.register(job_id);
-        let published = match self
-            .jetstream
-            .publish_with_headers(subject.clone(), job_headers, payload)
-            .await
-        {
-            Ok(ack) => ack.await,
-            Err(e) => Err(e),
-        };
+        let published = async {
+            match self
+                .jetstream
+                .publish_with_headers(subject.clone(), job_headers, payload)
+                .await
+            {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            }
+        }
+        .instrument(span)
+        .await;
         if let Err(e) = published {
             inbox.forget(job_id);
             return Err(match e.kind() {

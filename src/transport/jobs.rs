@@ -7,13 +7,15 @@ use super::publish::Publisher;
 use super::service::encode_reply;
 use crate::error::{BoxError, ErrorChain, ErrorCode};
 use crate::protocol::{headers, JobKind, Response, Subjects};
+use crate::telemetry::{metrics, trace, JetStreamAck, Transport};
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures::StreamExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
@@ -148,6 +150,7 @@ pub async fn run(
                 _ = shutdown.cancelled() => {
                     // Hand back anything that still arrives for this pull, for another worker.
                     while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(200), batch.next()).await {
+                        metrics().record_ack(JetStreamAck::Nak);
                         let _ = m.ack_with(AckKind::Nak(None)).await;
                     }
                     break 'pull;
@@ -241,11 +244,49 @@ async fn process(
         Ok(info) => (info.stream_sequence, info.delivered),
         Err(_) => (0, 1),
     };
-    let subject = message.subject.as_str();
+    metrics().record_delivery(delivered);
     let reply_to =
         header(&message, headers::REPLY_TO).unwrap_or_else(|| cfg.default_reply_subject.clone());
     let job_id = header(&message, headers::MESSAGE_ID)
         .unwrap_or_else(|| format!("{}:{stream_seq}", cfg.stream));
+    let span = trace::process_span(&trace::Incoming {
+        subject: message.subject.as_str(),
+        consumer_group: &cfg.consumer,
+        message_id: Some(&job_id),
+        body_size: message.payload.len(),
+        delivery_count: Some(delivered),
+        headers: message.headers.as_ref(),
+    });
+    let job = Job {
+        id: job_id,
+        reply_to,
+        delivered,
+    };
+    answer(&message, job, handler, publisher, cfg)
+        .instrument(span)
+        .await
+}
+
+/// A delivered job, as its headers and delivery info describe it.
+struct Job {
+    id: String,
+    reply_to: String,
+    delivered: i64,
+}
+
+async fn answer(
+    message: &jetstream::Message,
+    job: Job,
+    handler: &Handler,
+    publisher: &Publisher,
+    cfg: &JobsConfig,
+) {
+    let Job {
+        id: job_id,
+        reply_to,
+        delivered,
+    } = job;
+    let subject = message.subject.as_str();
     let kind = JobKind::of_subject(subject);
     tracing::info!(job = %job_id, subject, delivered, "job received");
 
@@ -259,9 +300,13 @@ async fn process(
                 if m.ack_with(AckKind::Progress).await.is_err() {
                     break;
                 }
+                metrics().record_ack(JetStreamAck::InProgress);
             }
         })
     };
+    let started = Instant::now();
+    let inflight = metrics().request_started(Transport::Jobs);
+    let endpoint = kind.map_or("unknown", |k| k.as_str());
     let response = match kind {
         Some(kind) => handler.handle(kind, &message.payload, AdmissionMode::Wait).await,
         // A stream bound with wider subjects can hold jobs no worker knows: answer, don't retry.
@@ -275,10 +320,13 @@ async fn process(
         ),
     };
     heartbeat.abort();
+    super::record_response(endpoint, Transport::Jobs, &response, started.elapsed());
+    drop(inflight);
 
     let outcome = classify(&response, delivered, cfg.max_deliver);
     if outcome == Outcome::Retry {
         tracing::info!(job = %job_id, delivered, "transient failure; job will be redelivered");
+        metrics().record_ack(JetStreamAck::Nak);
         let _ = message.ack_with(AckKind::Nak(Some(cfg.nak_delay))).await;
         return;
     }
@@ -287,17 +335,29 @@ async fn process(
     reply_headers.insert(headers::JOB_ID, job_id.as_str());
     // Publishing with the job's id lets a results stream drop the duplicate of a redelivered job.
     reply_headers.insert(headers::MESSAGE_ID, job_id.as_str());
-    if let Err(e) = publisher
+    let publish = trace::publish_span(&reply_to);
+    trace::inject(&publish, &mut reply_headers, message.headers.as_ref());
+    let publishing = Instant::now();
+    let published = publisher
         .publish(&reply_to, reply_headers, payload.into())
-        .await
-    {
+        .instrument(publish)
+        .await;
+    metrics().record_publish(Transport::Jobs, publishing.elapsed());
+    if let Err(e) = published {
         tracing::warn!(job = %job_id, error = %ErrorChain(&e), "result not published; job will be redelivered");
+        metrics().record_ack(JetStreamAck::Nak);
         let _ = message.ack_with(AckKind::Nak(Some(cfg.nak_delay))).await;
         return;
     }
     let acked = match outcome {
-        Outcome::DeliverAndTerminate => message.ack_with(AckKind::Term).await,
-        _ => message.double_ack().await,
+        Outcome::DeliverAndTerminate => {
+            metrics().record_ack(JetStreamAck::Term);
+            message.ack_with(AckKind::Term).await
+        }
+        _ => {
+            metrics().record_ack(JetStreamAck::Ack);
+            message.double_ack().await
+        }
     };
     if let Err(e) = acked {
         tracing::warn!(job = %job_id, error = %ErrorChain(&*e), "ack failed after the result was published");

@@ -27,3 +27,27 @@ pub fn service_error_code(code: ErrorCode) -> u16 {
         ErrorCode::Inference | ErrorCode::Internal | ErrorCode::Unknown => 500,
     }
 }
+
+/// Counts an answered request or job and each of its documents (matches included).
+pub(crate) fn record_response(
+    endpoint: &str,
+    transport: crate::telemetry::Transport,
+    response: &crate::protocol::Response,
+    took: std::time::Duration,
+) {
+    let m = crate::telemetry::metrics();
+    m.record_request(
+        endpoint,
+        transport,
+        response.error.as_ref().map(|e| e.code),
+        took,
+    );
+    let docs = response
+        .docs
+        .iter()
+        .flat_map(|d| std::iter::once(d).chain(d.matches.iter().flatten()));
+    for doc in docs {
+        let modality = doc.modality.map_or("unknown", |m| m.as_str());
+        m.record_document(modality, doc.error.as_ref().map(|e| e.code));
+    }
+}

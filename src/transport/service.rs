@@ -5,14 +5,16 @@ use super::handler::{AdmissionMode, Handler};
 use super::service_error_code;
 use crate::error::{BoxError, DocError, ErrorChain, ErrorCode};
 use crate::protocol::{self, headers, JobKind, Response, PROTOCOL_VERSION};
+use crate::telemetry::{metrics, trace, Transport};
 use async_nats::service::{Request, ServiceExt};
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -91,7 +93,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
         };
         let Some(request) = request else { break };
-        spawn_request(&tasks, handler.clone(), kind, request);
+        spawn_request(&tasks, handler.clone(), kind, request, &config.queue_group);
     }
 
     // Stop taking new requests, then answer whatever the client library already buffered.
@@ -101,23 +103,56 @@ pub async fn run(
         while let Ok(Some(request)) =
             tokio::time::timeout(Duration::from_millis(50), endpoint.next()).await
         {
-            spawn_request(&tasks, handler.clone(), kind, request);
+            spawn_request(&tasks, handler.clone(), kind, request, &config.queue_group);
         }
     }
     let _ = service.stop().await;
     Ok(())
 }
 
-fn spawn_request(tasks: &TaskTracker, handler: Arc<Handler>, kind: JobKind, request: Request) {
-    tasks.spawn(async move {
+fn spawn_request(
+    tasks: &TaskTracker,
+    handler: Arc<Handler>,
+    kind: JobKind,
+    request: Request,
+    queue_group: &str,
+) {
+    let message = &request.message;
+    let span = trace::process_span(&trace::Incoming {
+        subject: message.subject.as_str(),
+        consumer_group: queue_group,
+        message_id: None,
+        body_size: message.payload.len(),
+        delivery_count: None,
+        headers: message.headers.as_ref(),
+    });
+    let task = async move {
+        let started = Instant::now();
+        let inflight = metrics().request_started(Transport::Service);
         let response = handler
             .handle(kind, &request.message.payload, AdmissionMode::Reject)
             .await;
-        let (payload, headers) = encode_reply(&response, &handler.model, handler.reply_limit());
-        if let Err(e) = respond(&handler.client, request, payload, headers).await {
+        super::record_response(
+            kind.as_str(),
+            Transport::Service,
+            &response,
+            started.elapsed(),
+        );
+        drop(inflight);
+        let (payload, mut headers) = encode_reply(&response, &handler.model, handler.reply_limit());
+        let reply_to = request.message.reply.as_ref().map_or("", |s| s.as_str());
+        let publish = trace::publish_span(reply_to);
+        trace::inject(&publish, &mut headers, request.message.headers.as_ref());
+        let sending = Instant::now();
+        if let Err(e) = respond(&handler.client, request, payload, headers)
+            .instrument(publish)
+            .await
+        {
             tracing::warn!(error = %ErrorChain(&e), "could not send reply");
         }
-    });
+        metrics().record_publish(Transport::Service, sending.elapsed());
+    };
+    tasks.spawn(task.instrument(span));
 }
 
 /// Sends the reply; a request-level error is also counted in the endpoint's `$SRV.STATS`

@@ -121,6 +121,30 @@ pub async fn service_stats(
     out
 }
 
+/// Worker settings under which [`slow_job_docs`] takes about two seconds.
+pub const SLOW_WORKER: [&str; 6] = [
+    "--mode",
+    "jobs",
+    "--minibatch-size",
+    "4",
+    "--max-batch-delay",
+    "400ms",
+];
+
+/// A job whose minibatches never fill, so each waits the whole batch delay: chunks of 4
+/// documents, 2 chunks in flight, leave 2 texts and 6 images queued against minibatches of 4.
+pub fn slow_job_docs() -> Vec<clip_worker::protocol::WireDoc> {
+    (0..40)
+        .map(|i| {
+            if i % 4 == 0 {
+                text(&format!("t{i}"))
+            } else {
+                image(png(i as u8, 64, 48))
+            }
+        })
+        .collect()
+}
+
 /// A MessagePack map with string keys, for payloads the typed `Request` cannot express.
 pub fn map(entries: Vec<(&str, rmpv::Value)>) -> rmpv::Value {
     rmpv::Value::Map(

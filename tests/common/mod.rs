@@ -186,6 +186,24 @@ impl Worker {
 
     /// A worker serving the model folder `model_dir`.
     pub fn start_with_model(model_dir: &Path, nats_url: &str, extra: &[&str]) -> Self {
+        let w = Self::spawn_with(model_dir, nats_url, extra, &[]);
+        w.wait_for_log("clip-worker ready", Duration::from_secs(60));
+        w
+    }
+
+    /// Starts with extra environment variables and waits until it is ready.
+    pub fn start_with_env(nats_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let w = Self::spawn(nats_url, extra, env);
+        w.wait_for_log("clip-worker ready", Duration::from_secs(60));
+        w
+    }
+
+    /// Starts the process without waiting for it to be ready.
+    pub fn spawn(nats_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(&fixture_model_dir(), nats_url, extra, env)
+    }
+
+    fn spawn_with(model_dir: &Path, nats_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_clip-worker"));
         cmd.arg("serve")
             .arg("--model-dir")
@@ -201,9 +219,12 @@ impl Worker {
             .args(["--intra-threads", "1"])
             .args(extra)
             .env("CLIP_WORKER_LOG", "clip_worker=info")
+            // Any free port: tests run many workers at once (`--metrics-addr` overrides it).
+            .env("CLIP_WORKER_METRICS_ADDR", "127.0.0.1:0")
             .current_dir(repo_root())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        cmd.envs(env.iter().copied());
         let mut child = cmd.spawn().expect("spawn clip-worker");
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
@@ -219,13 +240,11 @@ impl Worker {
             }
             closed_flag.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        let w = Worker {
+        Worker {
             child: Some(child),
             log,
             closed,
-        };
-        w.wait_for_log("clip-worker ready", Duration::from_secs(60));
-        w
+        }
     }
 
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
