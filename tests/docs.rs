@@ -13,6 +13,10 @@ fn every_environment_variable_is_documented() {
         &["serve"],
         &["submit", "encode"],
         &["submit", "rank"],
+        &["models", "list"],
+        &["models", "download"],
+        &["models", "verify"],
+        &["models", "path"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_clip-worker"))
             .args(args)

@@ -108,6 +108,8 @@ pub enum ServeError {
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
+    Models(#[from] crate::model::StoreError),
+    #[error(transparent)]
     Connect(#[from] crate::transport::connect::ConnectError),
     #[error(transparent)]
     Service(#[from] crate::transport::service::ServiceError),
@@ -130,16 +132,21 @@ pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
 }
 
 async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
-    let mut options = args.engine.options();
-    options.fetch = FetchPolicy {
+    let fetch = FetchPolicy {
         allow_local_files: args.allow_local_files,
         allow_http: args.allow_http,
         max_bytes: args.max_doc_bytes as u64,
         timeout: args.fetch_timeout,
     };
-    let engine = tokio::task::spawn_blocking(move || Engine::load(&options))
-        .await
-        .map_err(|e| ServeError::Runtime(e.to_string()))??;
+    let engine_args = args.engine.clone();
+    // Fetching a missing model (minutes for the large ones) and loading it both block.
+    let engine = tokio::task::spawn_blocking(move || -> Result<Engine, ServeError> {
+        let mut options = engine_args.options()?;
+        options.fetch = fetch;
+        Ok(Engine::load(&options)?)
+    })
+    .await
+    .map_err(|e| ServeError::Runtime(e.to_string()))??;
     tracing::info!(model = %engine.spec.name, dim = engine.dim(), "model loaded");
     let pipeline = Pipeline::start(
         engine.model.clone(),
