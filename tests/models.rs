@@ -30,7 +30,10 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let server = FileServer::start();
         let fixture = fixture_model_dir();
-        server.put(TEXTUAL, std::fs::read(fixture.join("textual.onnx")).unwrap());
+        server.put(
+            TEXTUAL,
+            std::fs::read(fixture.join("textual.onnx")).unwrap(),
+        );
         server.put(VISUAL, std::fs::read(fixture.join("visual.onnx")).unwrap());
         let s = Setup { dir, server };
         s.write_manifest(&[
@@ -118,7 +121,11 @@ fn download_list_path_and_verify() {
         .unwrap();
     assert_eq!(
         (&mclip["dim"], &mclip["image_size"], &mclip["tokenizer"]),
-        (&Value::from(640), &Value::from(240), &Value::from("hugging-face"))
+        (
+            &Value::from(640),
+            &Value::from(240),
+            &Value::from("hugging-face")
+        )
     );
 
     let (code, out, err) = s.run(&["models", "download", MODEL]);
@@ -134,7 +141,10 @@ fn download_list_path_and_verify() {
         &fixture.join("visual.onnx")
     ));
     assert_eq!(s.server.requests().len(), 2, "{:?}", s.server.requests());
-    assert!(err.contains("downloaded ViT-B-32::openai visual.onnx"), "{err}");
+    assert!(
+        err.contains("downloaded ViT-B-32::openai visual.onnx"),
+        "{err}"
+    );
 
     let row = list_json(&s)
         .into_iter()
@@ -146,10 +156,15 @@ fn download_list_path_and_verify() {
     let (code, out, _) = s.run(&["models"]);
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 39);
-    assert!(out.lines().any(|l| l.starts_with(MODEL) && l.contains("\tyes\t")));
+    assert!(out
+        .lines()
+        .any(|l| l.starts_with(MODEL) && l.contains("\tyes\t")));
     let (code, out, _) = s.run(&["models", "path", "ViT-L/14@336px"]);
     assert_eq!(code, 0);
-    assert_eq!(out.trim(), s.cache().join("ViT-L-14@336px").display().to_string());
+    assert_eq!(
+        out.trim(),
+        s.cache().join("ViT-L-14@336px").display().to_string()
+    );
 
     // A second download is a no-op; verify recomputes the md5 sums.
     let (code, _, err) = s.run(&["models", "download", MODEL]);
@@ -257,19 +272,26 @@ fn partial_files_resume_and_transient_failures_are_retried() {
     let got: Vec<_> = v.iter().map(|r| (r.range_start, r.status)).collect();
     assert_eq!(got, [(None, 503), (None, 200), (Some(200_000), 206)]);
     assert!(err.contains("HTTP 503"), "{err}");
-    assert_eq!(std::fs::read(s.folder().join("visual.onnx")).unwrap(), visual);
-    assert_eq!(std::fs::read(s.folder().join("textual.onnx")).unwrap(), textual);
+    assert_eq!(
+        std::fs::read(s.folder().join("visual.onnx")).unwrap(),
+        visual
+    );
+    assert_eq!(
+        std::fs::read(s.folder().join("textual.onnx")).unwrap(),
+        textual
+    );
     assert!(!s.folder().join("visual.onnx.part").exists());
 
     // Not found is not retried, and says which URL failed.
     let s = Setup::new();
-    let base = format!("{}missing/", s.server.base);
-    let (code, _, err) = s.run(&["models", "download", "--model-url-base", &base, MODEL]);
+    s.write_manifest(&[(
+        "missing/textual.onnx",
+        "0123456789abcdef0123456789abcdef".into(),
+    )]);
+    let (code, _, err) = s.run(&["models", "download", MODEL]);
     assert_ne!(code, 0);
-    assert!(
-        err.contains(&format!("GET {base}ViT-B-32/textual.onnx: HTTP 404")),
-        "{err}"
-    );
+    let url = format!("{}missing/textual.onnx", s.server.base);
+    assert!(err.contains(&format!("GET {url}: HTTP 404")), "{err}");
     assert_eq!(s.server.requests().len(), 1);
 }
 
@@ -332,12 +354,18 @@ fn zip_archives_are_extracted_and_the_model_loads() {
     assert_eq!(out.lines().count(), 1, "{out}");
     let line: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(line["embedding"].as_array().unwrap().len(), 32);
-    assert_eq!(std::fs::read(s.folder().join("visual.onnx")).unwrap(), visual);
+    assert_eq!(
+        std::fs::read(s.folder().join("visual.onnx")).unwrap(),
+        visual
+    );
     assert_eq!(
         std::fs::read(s.folder().join("visual.onnx.data")).unwrap(),
         weights
     );
-    assert!(s.folder().join("visual.zip").is_file(), "the archive is kept, as the original's cache");
+    assert!(
+        s.folder().join("visual.zip").is_file(),
+        "the archive is kept, as the original's cache"
+    );
     let (code, out, _) = s.run(&["models", "verify", MODEL]);
     assert_eq!(code, 0, "{out}");
 
@@ -382,10 +410,23 @@ fn two_processes_download_the_same_model_once() {
     );
     assert_eq!(a.0, 0, "{}", a.2);
     assert_eq!(b.0, 0, "{}", b.2);
-    assert_eq!(s.server.requests_for(TEXTUAL).len(), 1, "{:?}", s.server.requests());
-    assert_eq!(s.server.requests_for(VISUAL).len(), 1, "{:?}", s.server.requests());
+    assert_eq!(
+        s.server.requests_for(TEXTUAL).len(),
+        1,
+        "{:?}",
+        s.server.requests()
+    );
+    assert_eq!(
+        s.server.requests_for(VISUAL).len(),
+        1,
+        "{:?}",
+        s.server.requests()
+    );
     let waited = format!("{}{}", a.2, b.2);
-    assert!(waited.contains("waiting for it"), "one process waited: {waited}");
+    assert!(
+        waited.contains("waiting for it"),
+        "one process waited: {waited}"
+    );
     let (code, _, err) = s.run(&["models", "verify", MODEL]);
     assert_eq!(code, 0, "{err}");
 }
@@ -395,7 +436,10 @@ fn offline_uses_the_cache_and_never_downloads() {
     let s = Setup::new();
     let (code, _, err) = s.run(&["encode", "--offline", "hello"]);
     assert_ne!(code, 0);
-    assert!(err.contains("--offline") && err.contains("models download"), "{err}");
+    assert!(
+        err.contains("--offline") && err.contains("models download"),
+        "{err}"
+    );
     assert!(s.server.requests().is_empty());
 
     let (code, _, err) = s.run(&["models", "download", MODEL]);
@@ -416,6 +460,9 @@ fn offline_uses_the_cache_and_never_downloads() {
     std::fs::write(s.folder().join("textual.onnx"), b"damaged").unwrap();
     let (code, _, err) = s.run(&["encode", "--offline", "hello"]);
     assert_ne!(code, 0);
-    assert!(err.contains("textual.onnx") && err.contains("--offline"), "{err}");
+    assert!(
+        err.contains("textual.onnx") && err.contains("--offline"),
+        "{err}"
+    );
     assert_eq!(s.server.requests().len(), served);
 }

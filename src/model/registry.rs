@@ -163,9 +163,10 @@ impl Registry {
 
     /// The entry for `name`, or an error naming the closest known names.
     pub fn resolve(&self, name: &str) -> Result<&ModelEntry, UnknownModel> {
-        self.entries.iter().find(|e| e.name == name).ok_or_else(|| {
-            UnknownModel::among(name, self.entries.iter().map(|e| e.name.as_str()))
-        })
+        self.entries
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| UnknownModel::among(name, self.entries.iter().map(|e| e.name.as_str())))
     }
 }
 
@@ -324,11 +325,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("models.json");
         for (text, needle) in [
-            (r#"{"models": [{"name": "new", "files": [{"path": "a/textual.onnx"}]}]}"#, "like"),
+            (
+                r#"{"models": [{"name": "new", "files": [{"path": "a/textual.onnx"}]}]}"#,
+                "like",
+            ),
             (r#"{"models": [{"name": "RN50", "files": []}]}"#, "empty"),
-            (r#"{"models": [{"name": "RN50", "files": [{"path": "a/x.onnx", "md5": "zz"}]}]}"#, "md5"),
-            (r#"{"models": [{"name": "RN50", "files": [{"path": "a/"}]}]}"#, "file name"),
-            (r#"{"models": [{"name": "RN50", "files": [{"path": "a/x"}, {"path": "b/x"}]}]}"#, "two files"),
+            (
+                r#"{"models": [{"name": "RN50", "files": [{"path": "a/x.onnx", "md5": "zz"}]}]}"#,
+                "md5",
+            ),
+            (
+                r#"{"models": [{"name": "RN50", "files": [{"path": "a/"}]}]}"#,
+                "file name",
+            ),
+            (
+                r#"{"models": [{"name": "RN50", "files": [{"path": "a/x"}, {"path": "b/x"}]}]}"#,
+                "two files",
+            ),
             (r#"{"modelz": []}"#, "not valid"),
         ] {
             std::fs::write(&path, text).unwrap();

@@ -106,10 +106,9 @@ impl ModelStore {
             match check_file(file, &target).map_err(|e| io_error(&target, e))? {
                 FileCheck::Ok | FileCheck::Unchecked => continue,
                 FileCheck::Missing => {}
-                FileCheck::Mismatch { expected, actual } => tracing::warn!(
-                    "{} has md5 {actual}, expected {expected}",
-                    target.display()
-                ),
+                FileCheck::Mismatch { expected, actual } => {
+                    tracing::warn!("{} has md5 {actual}, expected {expected}", target.display())
+                }
             }
             if !download {
                 return Err(StoreError::Offline {

