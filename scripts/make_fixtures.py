@@ -6,6 +6,8 @@ What it writes (relative to the repository root):
 * ``tests/fixtures/model/{textual,visual}.onnx`` + ``README.md``: a tiny CLIP with the real
   open_clip architecture and seeded random weights, exported with the CLIP-as-service ONNX I/O
   contract; served as ``ViT-B-32::openai`` (image size 224).  See scripts/fixtures/tiny_model.py.
+* ``tests/fixtures/model-failing/visual.onnx``: a visual tower that fails inside ONNX Runtime for
+  a white image, for the inference-error tests (scripts/fixtures/failing_model.py).
 * ``tests/fixtures/text/tokens.json``: reference CLIP BPE token ids (scripts/fixtures/ref_text.py).
 * ``tests/fixtures/images/`` + ``images/reference.json``: test images and their reference
   preprocessing (scripts/fixtures/ref_image.py).
@@ -669,7 +671,19 @@ def step_reference() -> None:
         print("skipped images:", json.dumps(emb["skipped_images"], indent=2))
 
 
-STEPS = {"model": step_model, "text": step_text, "images": step_images, "reference": step_reference}
+def step_failing_model() -> None:
+    import failing_model
+
+    failing_model.write(FIXTURES / "model-failing")
+
+
+STEPS = {
+    "model": step_model,
+    "failing-model": step_failing_model,
+    "text": step_text,
+    "images": step_images,
+    "reference": step_reference,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,17 @@ async fn results_stream(js: &jetstream::Context) {
 
 /// Publishes a job (retrying while the server is away) and returns once JetStream stored it.
 async fn submit(js: &jetstream::Context, kind: &str, job_id: &str, reply: &str, req: &Request) {
-    let payload = protocol::encode(req).unwrap();
+    submit_raw(js, kind, job_id, reply, protocol::encode(req).unwrap()).await;
+}
+
+/// [`submit`] for a payload built by hand.
+async fn submit_raw(
+    js: &jetstream::Context,
+    kind: &str,
+    job_id: &str,
+    reply: &str,
+    payload: Vec<u8>,
+) {
     for _ in 0..100 {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Clip-Reply-To", reply);
@@ -439,4 +449,83 @@ async fn shutdown_deadline_bounds_the_exit_and_unfinished_jobs_go_to_another_wor
     let (copies, resp) = results.get("slow-1").expect("completed by the next worker");
     assert_eq!(*copies, 1);
     assert!(resp.docs.iter().all(|d| d.embedding.is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_errors_inference_retries_field_paths_and_request_ids() {
+    use rmpv::Value;
+    let nats = NatsServer::start();
+    let model = common::failing_model_dir();
+    let worker = Worker::start_with_model(
+        model.path(),
+        &nats.url,
+        &[
+            "--mode",
+            "jobs",
+            "--max-deliver",
+            "2",
+            "--nak-delay",
+            "100ms",
+        ],
+    );
+    let client = connect(&nats.url).await;
+    let js = jetstream::new(client.clone());
+    results_stream(&js).await;
+
+    // ONNX Runtime fails on the white image: retried, then the error is the result.
+    let req = request(vec![
+        with_id(image(white_png(40, 30)), "white"),
+        text("fine"),
+    ]);
+    submit(&js, "encode", "white-1", "results.white-1", &req).await;
+    // No `docs`: a bad request that still carries its id.
+    let no_docs = pack_value(&map(vec![("id", Value::from("r-9"))]));
+    submit_raw(&js, "encode", "no-docs-1", "results.no-docs-1", no_docs).await;
+    // A wrong type fails one document; not transient, so delivered once.
+    let types = pack_value(&map(vec![(
+        "docs",
+        Value::Array(vec![
+            map(vec![("text", Value::from(42))]),
+            map(vec![("text", Value::from("ok"))]),
+        ]),
+    )]));
+    submit_raw(&js, "encode", "types-1", "results.types-1", types).await;
+
+    let results = read_results(&js, 3, Duration::from_secs(60)).await;
+    assert_eq!(results.len(), 3, "{:?}", results.keys());
+
+    let (_, white) = &results["white-1"];
+    assert_eq!(
+        doc_error(white, 0).map(|(code, _)| code),
+        Some(ErrorCode::Inference)
+    );
+    assert!(white.docs[1].embedding.is_some());
+    let deliveries = |job: &str| {
+        worker
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("job received") && l.contains(job))
+            .count()
+    };
+    assert_eq!(deliveries("white-1"), 2, "retried up to --max-deliver");
+
+    let (_, no_docs) = &results["no-docs-1"];
+    assert_eq!(no_docs.id.as_deref(), Some("r-9"));
+    assert_eq!(
+        no_docs.error.as_ref().map(|e| e.code),
+        Some(ErrorCode::BadRequest)
+    );
+
+    let (_, types) = &results["types-1"];
+    assert_eq!(
+        doc_error(types, 0),
+        Some((
+            ErrorCode::InvalidDocument,
+            "docs[0].text: invalid type: integer `42`, expected a string"
+        ))
+    );
+    assert!(types.docs[1].embedding.is_some());
+    assert_eq!(deliveries("types-1"), 1);
 }

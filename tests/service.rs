@@ -326,3 +326,223 @@ async fn the_worker_authenticates_with_a_token() {
     .await;
     assert!(resp.docs[0].embedding.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_types_fail_only_their_document_and_name_the_field() {
+    use rmpv::Value;
+    let nats = NatsServer::start();
+    let _worker = Worker::start(&nats.url, &["--mode", "service"]);
+    let client = connect(&nats.url).await;
+
+    let payload = pack_value(&map(vec![
+        ("id", Value::from("req-1")),
+        (
+            "docs",
+            Value::Array(vec![
+                map(vec![("id", Value::from("a")), ("text", Value::from(42))]),
+                map(vec![
+                    ("id", Value::from("b")),
+                    ("text", Value::from("fine")),
+                ]),
+                map(vec![
+                    ("id", Value::from("c")),
+                    ("blob", Value::from("iVBORw0KGgoAAAANSUhEUg==")),
+                ]),
+                map(vec![(
+                    "tensor",
+                    map(vec![
+                        (
+                            "shape",
+                            Value::Array(vec![Value::from(2), Value::from("2")]),
+                        ),
+                        ("data", Value::Binary(vec![0; 12])),
+                    ]),
+                )]),
+            ]),
+        ),
+    ]));
+    let (resp, _) = call_raw(&client, "clip.encode", payload).await;
+    assert!(resp.error.is_none(), "{:?}", resp.error);
+    assert_eq!(resp.id.as_deref(), Some("req-1"));
+    let ids: Vec<&str> = resp.docs.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c", "3"], "ids survive a bad document");
+    assert_eq!(
+        doc_error(&resp, 0),
+        Some((
+            ErrorCode::InvalidDocument,
+            "docs[0].text: invalid type: integer `42`, expected a string"
+        ))
+    );
+    assert!(
+        resp.docs[1].embedding.is_some(),
+        "the other documents are encoded"
+    );
+    let (code, msg) = doc_error(&resp, 2).unwrap();
+    assert_eq!(code, ErrorCode::InvalidDocument);
+    assert!(
+        msg.starts_with("docs[2].blob: got a string where bytes belong")
+            && msg.contains("MessagePack bin"),
+        "{msg}"
+    );
+    let (code, msg) = doc_error(&resp, 3).unwrap();
+    assert_eq!(code, ErrorCode::InvalidDocument);
+    assert!(
+        msg.starts_with("docs[3].tensor.shape[1]: invalid type: string \"2\""),
+        "{msg}"
+    );
+
+    // Rank: a bad match fails alone; unreadable `matches` fails its query alone.
+    let payload = pack_value(&map(vec![(
+        "docs",
+        Value::Array(vec![
+            map(vec![
+                ("text", Value::from("a query")),
+                (
+                    "matches",
+                    Value::Array(vec![
+                        map(vec![("id", Value::from("ok")), ("text", Value::from("x"))]),
+                        map(vec![("id", Value::from("m")), ("uri", Value::from(7))]),
+                    ]),
+                ),
+            ]),
+            map(vec![
+                ("id", Value::from("q2")),
+                ("text", Value::from("another")),
+                ("matches", Value::from("nope")),
+            ]),
+        ]),
+    )]));
+    let (resp, _) = call_raw(&client, "clip.rank", payload).await;
+    assert!(resp.error.is_none(), "{:?}", resp.error);
+    let matches = resp.docs[0].matches.as_ref().expect("matches");
+    assert_eq!(matches[0].id, "ok");
+    assert!(matches[0].scores.is_some());
+    assert_eq!(matches[1].id, "m");
+    assert_eq!(
+        matches[1].error.as_ref().map(|e| e.message.as_str()),
+        Some("docs[0].matches[1].uri: invalid type: integer `7`, expected a string")
+    );
+    assert_eq!(resp.docs[1].id, "q2");
+    assert_eq!(
+        doc_error(&resp, 1),
+        Some((
+            ErrorCode::InvalidDocument,
+            "docs[1].matches: invalid type: a string, expected an array of documents"
+        ))
+    );
+}
+
+async fn next_reply(replies: &mut async_nats::Subscriber) -> async_nats::Message {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(30), replies.next())
+        .await
+        .expect("a reply")
+        .expect("subscription open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_errors_echo_the_id_and_are_counted_in_service_stats() {
+    use rmpv::Value;
+    let nats = NatsServer::start();
+    let _worker = Worker::start(&nats.url, &["--mode", "service"]);
+    let client = connect(&nats.url).await;
+
+    // Each reply arrives on our own inbox, so a stray second message would show up.
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.unwrap();
+    let ask = |payload: Vec<u8>| {
+        let client = client.clone();
+        let inbox = inbox.clone();
+        async move {
+            client
+                .publish_with_reply("clip.encode", inbox, payload.into())
+                .await
+                .unwrap();
+        }
+    };
+
+    // No `docs`: refused, with the id echoed.
+    ask(pack_value(&map(vec![("id", Value::from("no-docs"))]))).await;
+    let m = next_reply(&mut replies).await;
+    let resp = clip_worker::protocol::decode_response(&m.payload).unwrap();
+    assert_eq!(resp.id.as_deref(), Some("no-docs"));
+    let err = resp.error.expect("a request error");
+    assert_eq!(err.code, ErrorCode::BadRequest);
+    assert!(err.message.starts_with("docs: missing"), "{}", err.message);
+    let headers = m.headers.expect("headers");
+    assert_eq!(
+        headers.get("Nats-Service-Error-Code").map(|v| v.as_str()),
+        Some("400")
+    );
+    assert_eq!(
+        headers.get("Nats-Service-Error").map(|v| v.as_str()),
+        Some(err.message.as_str())
+    );
+
+    // A bad param: refused, id echoed, the field named.
+    ask(pack_value(&map(vec![
+        ("id", Value::from("bad-param")),
+        ("docs", Value::Array(vec![])),
+        ("params", map(vec![("normalize", Value::from("yes"))])),
+    ])))
+    .await;
+    let m = next_reply(&mut replies).await;
+    let resp = clip_worker::protocol::decode_response(&m.payload).unwrap();
+    assert_eq!(resp.id.as_deref(), Some("bad-param"));
+    let last = resp.error.expect("a request error").message;
+    assert_eq!(
+        last,
+        "params.normalize: invalid type: string \"yes\", expected a boolean"
+    );
+
+    // The next message on the inbox is the next reply: an error is answered exactly once.
+    ask(pack_value(&map(vec![(
+        "docs",
+        Value::Array(vec![map(vec![("text", Value::from("hello"))])]),
+    )])))
+    .await;
+    let m = next_reply(&mut replies).await;
+    let resp = clip_worker::protocol::decode_response(&m.payload).unwrap();
+    assert!(resp.error.is_none() && resp.docs[0].embedding.is_some());
+
+    let stats = service_stats(&client, "clip-worker", Duration::from_millis(500)).await;
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    let encode = stats[0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["subject"] == "clip.encode")
+        .unwrap()
+        .clone();
+    assert_eq!(encode["num_requests"], 3, "{encode}");
+    assert_eq!(encode["num_errors"], 2, "{encode}");
+    assert_eq!(encode["last_error"], format!("400:{last}"), "{encode}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inference_error_fails_its_documents_and_the_worker_keeps_serving() {
+    let nats = NatsServer::start();
+    let model = common::failing_model_dir();
+    let _worker = Worker::start_with_model(model.path(), &nats.url, &["--mode", "service"]);
+    let client = connect(&nats.url).await;
+
+    let (resp, headers) = call(
+        &client,
+        "clip.encode",
+        &request(vec![with_id(image(white_png(64, 48)), "white")]),
+    )
+    .await;
+    assert!(resp.error.is_none(), "{:?}", resp.error);
+    assert!(headers.get("Nats-Service-Error").is_none());
+    let (code, msg) = doc_error(&resp, 0).expect("an inference error");
+    assert_eq!(code, ErrorCode::Inference);
+    assert!(msg.contains("Gather"), "ONNX Runtime's own message: {msg}");
+
+    let (resp, _) = call(
+        &client,
+        "clip.encode",
+        &request(vec![image(png(1, 64, 48)), text("still serving")]),
+    )
+    .await;
+    assert!(resp.docs.iter().all(|d| d.embedding.is_some()), "{resp:?}");
+}

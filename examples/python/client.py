@@ -28,12 +28,13 @@ except ImportError:  # pragma: no cover
 
 
 def pack(docs, normalize=False):
-    """A v1 request: a map with `docs` and optional `params`. Bytes go out as MessagePack bin."""
+    """A v1 request: a map with `docs` (required) and optional `params`. Bytes (`blob`) go out as
+    MessagePack bin: raw file bytes, never base64 text."""
     return msgpack.packb({"docs": docs, "params": {"normalize": normalize}}, use_bin_type=True)
 
 
 def unpack(payload):
-    """A v1 response; a request-level failure has `error` set and no docs."""
+    """A v1 response; a request-level failure has `error` set and `docs: []`."""
     response = msgpack.unpackb(payload, raw=False)
     if response.get("error"):
         err = response["error"]

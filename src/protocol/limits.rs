@@ -1,6 +1,6 @@
 //! Request limits, checked once where a request is decoded so later stages can trust it.
 
-use super::{Request, WireDoc};
+use super::{IncomingRequest, WireDoc};
 use crate::error::{DocError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +32,8 @@ pub struct LimitError(pub DocError);
 
 impl Limits {
     /// Whole-request limits: a violation fails the request.
-    pub fn check_request(&self, req: &Request, rank: bool) -> Result<(), DocError> {
-        let total: usize = req.docs.iter().map(|d| 1 + d.matches.len()).sum();
+    pub fn check_request(&self, req: &IncomingRequest, rank: bool) -> Result<(), DocError> {
+        let total: usize = req.docs.iter().map(|d| 1 + d.match_count()).sum();
         if total > self.max_docs {
             return Err(DocError::new(
                 ErrorCode::TooLarge,
@@ -44,12 +44,12 @@ impl Limits {
             ));
         }
         if rank {
-            if let Some(d) = req.docs.iter().find(|d| d.matches.len() > self.max_matches) {
+            if let Some(d) = req.docs.iter().find(|d| d.match_count() > self.max_matches) {
                 return Err(DocError::new(
                     ErrorCode::TooLarge,
                     format!(
                         "a rank document has {} matches; the limit is {}",
-                        d.matches.len(),
+                        d.match_count(),
                         self.max_matches
                     ),
                 ));

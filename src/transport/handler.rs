@@ -6,8 +6,8 @@ use crate::engine::{rank_embedded, Embedded};
 use crate::error::{DocError, ErrorCode};
 use crate::preprocess::input::Document;
 use crate::protocol::{
-    self, embedding_payload, into_documents, EmbeddingDtype, Limits, Request, Response, ResultDoc,
-    Scores, WireDoc,
+    self, embedding_payload, into_documents, EmbeddingDtype, IncomingDoc, IncomingRequest, Limits,
+    Response, ResultDoc, Scores, WireDoc,
 };
 use std::sync::Arc;
 
@@ -70,7 +70,7 @@ impl Handler {
     pub async fn handle(&self, kind: JobKind, payload: &[u8], mode: AdmissionMode) -> Response {
         let req = match protocol::decode_request(payload) {
             Ok(r) => r,
-            Err(e) => return Response::failure(None, &self.model, e),
+            Err(e) => return Response::failure(e.id, &self.model, e.error),
         };
         let id = req.id.clone();
         match self.handle_request(kind, req, mode).await {
@@ -82,10 +82,10 @@ impl Handler {
     async fn handle_request(
         &self,
         kind: JobKind,
-        req: Request,
+        req: IncomingRequest,
         mode: AdmissionMode,
     ) -> Result<Response, DocError> {
-        let params = req.params.clone().unwrap_or_default();
+        let params = &req.params;
         if let Some(m) = params.model.as_deref() {
             if m != self.model {
                 return Err(DocError::new(
@@ -101,15 +101,28 @@ impl Handler {
         // Flatten roots and matches into one list of slots, remembering the shape.
         let mut slots: Vec<Slot> = Vec::new();
         let mut shape: Vec<(usize, usize)> = Vec::new(); // (root slot, number of matches)
-        for (i, doc) in req.docs.into_iter().enumerate() {
-            let mut doc = doc;
-            let matches = std::mem::take(&mut doc.matches);
+        for (i, mut doc) in req.docs.into_iter().enumerate() {
+            let matches = std::mem::replace(&mut doc.matches, Ok(Vec::new()));
             let root = slots.len();
-            slots.push(self.slot(doc, i).await);
-            if kind == JobKind::Rank {
-                shape.push((root, matches.len()));
-                for (j, m) in matches.into_iter().enumerate() {
-                    slots.push(self.slot(m, j).await);
+            if kind == JobKind::Encode {
+                slots.push(self.slot(doc, i).await);
+                continue;
+            }
+            match matches {
+                Ok(matches) => {
+                    slots.push(self.slot(doc, i).await);
+                    shape.push((root, matches.len()));
+                    for (j, m) in matches.into_iter().enumerate() {
+                        slots.push(self.slot(m, j).await);
+                    }
+                }
+                // Unreadable `matches`: the query fails without being embedded.
+                Err(e) => {
+                    slots.push(Slot {
+                        id: doc.id.unwrap_or_else(|| i.to_string()),
+                        doc: Err(e),
+                    });
+                    shape.push((root, 0));
                 }
             }
         }
@@ -152,10 +165,18 @@ impl Handler {
         })
     }
 
-    async fn slot(&self, mut doc: WireDoc, position: usize) -> Slot {
-        let id = doc.id.clone().unwrap_or_else(|| position.to_string());
-        let checked = self.limits.check_doc(&doc);
-        let doc = match checked {
+    async fn slot(&self, incoming: IncomingDoc, position: usize) -> Slot {
+        let id = incoming.id.unwrap_or_else(|| position.to_string());
+        let doc = match incoming.doc {
+            Err(e) => Err(e),
+            Ok(doc) => self.resolve(doc, &id).await,
+        };
+        Slot { id, doc }
+    }
+
+    /// Limits, then object references, then the engine document.
+    async fn resolve(&self, mut doc: WireDoc, id: &str) -> Result<Document, DocError> {
+        match self.limits.check_doc(&doc) {
             Err(e) => Err(e),
             Ok(()) => match doc.object.take() {
                 Some(obj) if doc.text.as_deref().is_none_or(str::is_empty) => match &self.objects {
@@ -170,9 +191,8 @@ impl Handler {
                 },
                 _ => Ok(doc),
             }
-            .and_then(|d| into_documents(d, id.clone())),
-        };
-        Slot { id, doc }
+            .and_then(|d| into_documents(d, id.to_string())),
+        }
     }
 }
 
@@ -208,6 +228,13 @@ fn ranked_docs(
             break;
         };
         let matches: Vec<(String, Result<Embedded, DocError>)> = results.by_ref().take(n).collect();
+        let root = match root {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(ResultDoc::failed(root_id, &e));
+                continue;
+            }
+        };
         if n == 0 {
             out.push(ResultDoc::failed(
                 root_id,
@@ -218,13 +245,6 @@ fn ranked_docs(
             ));
             continue;
         }
-        let root = match root {
-            Ok(r) => r,
-            Err(e) => {
-                out.push(ResultDoc::failed(root_id, &e));
-                continue;
-            }
-        };
         let ids: Vec<String> = matches.iter().map(|(id, _)| id.clone()).collect();
         let modalities: Vec<_> = matches
             .iter()

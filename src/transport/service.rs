@@ -106,13 +106,54 @@ fn spawn_request(tasks: &TaskTracker, handler: Arc<Handler>, kind: JobKind, requ
             .handle(kind, &request.message.payload, AdmissionMode::Reject)
             .await;
         let (payload, headers) = encode_reply(&response, &handler.model, handler.reply_limit());
-        if let Err(e) = request
-            .respond_with_headers(Ok(payload.into()), headers)
-            .await
-        {
+        if let Err(e) = respond(&handler.client, request, payload, headers).await {
             tracing::warn!(error = %e, "could not send reply");
         }
     });
+}
+
+/// Sends the reply; a request-level error is also counted in the endpoint's `$SRV.STATS`
+/// (`num_errors`, `last_error`).
+///
+/// async-nats records an error only through `respond(Err(..))`, which sends an empty body, while a
+/// v1 error reply carries its `Response` in the body (the micro spec allows a body with the error
+/// headers). So the error is handed to the library with an empty reply subject, which it counts
+/// but refuses to publish to, and the reply itself is published here: the client gets one
+/// message, and the count is in place before the reply leaves.
+async fn respond(
+    client: &async_nats::Client,
+    mut request: Request,
+    payload: Vec<u8>,
+    headers: HeaderMap,
+) -> Result<(), async_nats::PublishError> {
+    let Some(error) = service_error(&headers) else {
+        return request
+            .respond_with_headers(Ok(payload.into()), headers)
+            .await;
+    };
+    let Some(reply) = request.message.reply.replace(async_nats::Subject::from("")) else {
+        request.message.reply = None;
+        // Nothing to answer to (a publish, not a request): the library reports it.
+        return request.respond(Err(error)).await;
+    };
+    // Fails by design (empty subject) after counting the error.
+    let _ = request.respond(Err(error)).await;
+    client
+        .publish_with_headers(reply, headers, payload.into())
+        .await
+}
+
+/// The service error a reply's headers announce, if any.
+fn service_error(headers: &HeaderMap) -> Option<async_nats::service::error::Error> {
+    let status = headers.get(async_nats::service::NATS_SERVICE_ERROR)?;
+    let code = headers
+        .get(async_nats::service::NATS_SERVICE_ERROR_CODE)
+        .and_then(|c| c.as_str().parse().ok())
+        .unwrap_or(500);
+    Some(async_nats::service::error::Error {
+        status: status.as_str().to_string(),
+        code,
+    })
 }
 
 /// Encodes a response, swapping in an error if it would exceed `max_payload`, and sets the

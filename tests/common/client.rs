@@ -120,3 +120,36 @@ pub async fn service_stats(
     }
     out
 }
+
+/// A MessagePack map with string keys, for payloads the typed `Request` cannot express.
+pub fn map(entries: Vec<(&str, rmpv::Value)>) -> rmpv::Value {
+    rmpv::Value::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (rmpv::Value::from(k), v))
+            .collect(),
+    )
+}
+
+pub fn pack_value(v: &rmpv::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, v).expect("encode value");
+    out
+}
+
+/// An all-white PNG: the failing fixture model's visual tower errors on it.
+pub fn white_png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("png");
+    out.into_inner()
+}
+
+/// The error code of result document `i`.
+pub fn doc_error(resp: &Response, i: usize) -> Option<(clip_worker::error::ErrorCode, &str)> {
+    resp.docs[i]
+        .error
+        .as_ref()
+        .map(|e| (e.code, e.message.as_str()))
+}

@@ -19,6 +19,23 @@ pub fn fixture_model_dir() -> PathBuf {
     repo_root().join("tests/fixtures/model")
 }
 
+/// A model folder whose visual tower fails inside ONNX Runtime for a white image (see
+/// `tests/fixtures/model-failing/README.md`), with the fixture model's text tower.
+pub fn failing_model_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        fixture_model_dir().join("textual.onnx"),
+        dir.path().join("textual.onnx"),
+    )
+    .expect("copy textual.onnx");
+    std::fs::copy(
+        repo_root().join("tests/fixtures/model-failing/visual.onnx"),
+        dir.path().join("visual.onnx"),
+    )
+    .expect("copy visual.onnx");
+    dir
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -155,10 +172,15 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(nats_url: &str, extra: &[&str]) -> Self {
+        Self::start_with_model(&fixture_model_dir(), nats_url, extra)
+    }
+
+    /// A worker serving the model folder `model_dir`.
+    pub fn start_with_model(model_dir: &Path, nats_url: &str, extra: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_clip-worker"));
         cmd.arg("serve")
             .arg("--model-dir")
-            .arg(fixture_model_dir())
+            .arg(model_dir)
             .args([
                 "--nats-url",
                 nats_url,
