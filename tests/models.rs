@@ -105,6 +105,13 @@ fn list_json(s: &Setup) -> Vec<Value> {
         .clone()
 }
 
+/// What `models list --json` says about the test model.
+fn is_cached(s: &Setup) -> bool {
+    let rows = list_json(s);
+    let row = rows.iter().find(|r| r["name"] == MODEL).unwrap();
+    row["cached"] == true
+}
+
 #[test]
 fn download_list_path_and_verify() {
     let s = Setup::new();
@@ -184,11 +191,7 @@ fn download_list_path_and_verify() {
         "{out}"
     );
     assert!(err.contains("verification failed"), "{err}");
-    let row = list_json(&s)
-        .into_iter()
-        .find(|r| r["name"] == MODEL)
-        .unwrap();
-    assert_eq!(row["cached"], false);
+    assert!(!is_cached(&s));
     let (code, _, err) = s.run(&["models", "download", MODEL]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(s.server.requests_for(VISUAL).len(), 2);
@@ -245,11 +248,7 @@ fn md5_mismatch_is_retried_then_reported() {
     assert!(err.contains("after 2 attempts"), "{err}");
     assert!(!s.folder().join("visual.onnx").exists());
     assert!(!s.folder().join("visual.onnx.part").exists());
-    let row = list_json(&s)
-        .into_iter()
-        .find(|r| r["name"] == MODEL)
-        .unwrap();
-    assert_eq!(row["cached"], false);
+    assert!(!is_cached(&s));
 }
 
 #[test]
@@ -384,11 +383,7 @@ fn zip_archives_are_extracted_and_the_model_loads() {
     assert!(!s.dir.path().join("escaped").exists());
     assert!(!s.cache().join("escaped").exists());
     assert!(!s.folder().join("visual.onnx").exists());
-    let row = list_json(&s)
-        .into_iter()
-        .find(|r| r["name"] == MODEL)
-        .unwrap();
-    assert_eq!(row["cached"], false);
+    assert!(!is_cached(&s));
 }
 
 #[test]
