@@ -109,7 +109,7 @@ fn cuda_without_a_cuda_runtime_fails_loudly_and_bad_models_are_explained() {
     let (code, _, err) = clip_worker(&["encode", "--model", "ViT-B-32::laion2b_s34b_b79k", "hi"]);
     assert_ne!(code, 0);
     assert!(
-        err.contains("unknown model") && err.contains("- ViT-B-32::openai"),
+        err.contains("unknown model") && err.contains("`ViT-B-32::laion2b-s34b-b79k`"),
         "{err}"
     );
 

@@ -6,12 +6,16 @@
 use std::collections::HashMap;
 use std::process::Command;
 
-const COMMANDS: [&[&str]; 5] = [
+const COMMANDS: [&[&str]; 9] = [
     &["encode"],
     &["rank"],
     &["serve"],
     &["submit", "encode"],
     &["submit", "rank"],
+    &["models", "list"],
+    &["models", "download"],
+    &["models", "verify"],
+    &["models", "path"],
 ];
 
 fn help(args: &[&str]) -> String {

@@ -2,10 +2,54 @@
 
 use crate::defaults;
 use crate::engine::{DeviceList, Dtype, EngineOptions, SessionConfig};
-use crate::model::DEFAULT_MODEL;
+use crate::model::cache::{self, ModelCache};
+use crate::model::download::DownloadOptions;
+use crate::model::{ModelStore, Registry, RegistryError, StoreError, DEFAULT_MODEL};
 use crate::preprocess::image::DEFAULT_MAX_PIXELS;
 use clap::Args;
 use std::path::PathBuf;
+
+/// Where models are cached and fetched from; shared by the commands that load a model and by
+/// `clip-worker models`.
+#[derive(Debug, Clone, Args)]
+pub struct ModelStoreArgs {
+    /// Model cache, one folder per model in CLIP-as-service's layout [default:
+    /// $XDG_CACHE_HOME/clip, else ~/.cache/clip].
+    #[arg(long, env = "CLIP_WORKER_MODEL_CACHE")]
+    pub model_cache: Option<PathBuf>,
+
+    /// Base URL of the model bucket or of a mirror with its layout (<base>/<folder>/<file>)
+    /// [default: CLIP-as-service's public bucket].
+    #[arg(long, env = "CLIP_WORKER_MODEL_URL_BASE")]
+    pub model_url_base: Option<String>,
+
+    /// JSON file that adds model names or replaces the files and md5 sums of known ones (private
+    /// mirrors, fine-tuned models); see docs/operations.md.
+    #[arg(long, env = "CLIP_WORKER_MODEL_MANIFEST")]
+    pub model_manifest: Option<PathBuf>,
+
+    /// Tries per file before a download fails, with exponential backoff between them.
+    #[arg(long, env = "CLIP_WORKER_DOWNLOAD_ATTEMPTS", default_value_t = 5)]
+    pub download_attempts: u32,
+}
+
+impl ModelStoreArgs {
+    pub fn registry(&self) -> Result<Registry, RegistryError> {
+        Registry::load(self.model_manifest.as_deref())
+    }
+
+    pub fn open(&self) -> Result<ModelStore, RegistryError> {
+        Ok(ModelStore::new(
+            self.registry()?,
+            ModelCache::new(self.model_cache.clone().unwrap_or_else(cache::default_root)),
+            self.model_url_base.clone(),
+            DownloadOptions {
+                attempts: self.download_attempts,
+                ..DownloadOptions::default()
+            },
+        ))
+    }
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
@@ -13,10 +57,17 @@ pub struct EngineArgs {
     #[arg(long, env = "CLIP_WORKER_MODEL", default_value = DEFAULT_MODEL)]
     pub model: String,
 
-    /// Folder with `textual.onnx` and `visual.onnx` [default: ~/.cache/clip/<model>, the
-    /// original's cache layout].
+    /// Folder with `textual.onnx` and `visual.onnx`, used as is (no download) [default: the
+    /// model's folder in the model cache, fetched if missing].
     #[arg(long, env = "CLIP_WORKER_MODEL_DIR")]
     pub model_dir: Option<PathBuf>,
+
+    /// Never download: use the model cache (or --model-dir) as it is.
+    #[arg(long, env = "CLIP_WORKER_OFFLINE", default_value_t = false)]
+    pub offline: bool,
+
+    #[command(flatten)]
+    pub store: ModelStoreArgs,
 
     /// Where inference runs: auto, cpu, cuda or cuda:N, or a comma list (cuda:0,cuda:1) for one
     /// session set per device, minibatches going to the least busy (never a silent CPU fallback).
@@ -63,15 +114,20 @@ pub struct EngineArgs {
 }
 
 impl EngineArgs {
-    /// The model folder: explicit, or the original's cache folder for this name.
-    pub fn resolved_model_dir(&self) -> PathBuf {
-        self.model_dir
-            .clone()
-            .unwrap_or_else(|| default_model_dir(&self.model))
-    }
-
-    pub fn options(&self) -> EngineOptions {
-        let mut o = EngineOptions::new(self.model.clone(), self.resolved_model_dir());
+    /// Engine options for the model: `--model-dir` as given, else the model's cache folder,
+    /// downloaded first when missing (unless `--offline`). Blocks for the whole download.
+    pub fn options(&self) -> Result<EngineOptions, StoreError> {
+        let store = self.store.open()?;
+        let entry = store
+            .registry
+            .resolve(&self.model)
+            .map_err(RegistryError::from)?;
+        let model_dir = match &self.model_dir {
+            Some(dir) => dir.clone(),
+            None => store.ensure(entry, self.offline)?,
+        };
+        // A manifest name loads as the built-in model it is declared `like`.
+        let mut o = EngineOptions::new(entry.spec.name, model_dir);
         o.ort_lib = self.ort_lib.clone();
         o.session = SessionConfig {
             devices: self.device.clone(),
@@ -84,32 +140,6 @@ impl EngineArgs {
         o.minibatch_size = self.minibatch_size;
         o.num_worker_preprocess = self.num_worker_preprocess;
         o.max_pixels = self.max_image_pixels;
-        o
-    }
-}
-
-/// `~/.cache/clip/<name with "/" and "::" replaced by "-">`, as CLIP-as-service caches models.
-pub fn default_model_dir(model: &str) -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache/clip")
-        .join(model.replace("::", "-").replace('/', "-"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cache_folder_matches_the_original() {
-        let d = default_model_dir("ViT-B-32::openai");
-        assert!(
-            d.ends_with(".cache/clip/ViT-B-32-openai"),
-            "{}",
-            d.display()
-        );
-        assert!(default_model_dir("ViT-L/14@336px").ends_with("ViT-L-14@336px"));
-        assert!(default_model_dir("M-CLIP/LABSE-Vit-L-14").ends_with("M-CLIP-LABSE-Vit-L-14"));
+        Ok(o)
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod duration;
+pub mod models;
 pub mod nats;
 pub mod serve;
 pub mod submit;
@@ -46,8 +47,8 @@ pub enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Send encode or rank work to running workers over NATS (request/reply or durable jobs).
     Submit(Box<submit::SubmitArgs>),
-    /// List the model names, with image size and documented output dimension.
-    Models,
+    /// List, download, verify and locate models (`models` alone lists them).
+    Models(models::ModelsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +94,8 @@ pub enum CliError {
     Usage(String),
     #[error(transparent)]
     Serve(serve::ServeError),
+    #[error(transparent)]
+    Models(#[from] crate::model::StoreError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -103,17 +106,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Rank(a) => rank(a),
         Command::Serve(a) => serve::serve(*a).map_err(CliError::Serve),
         Command::Submit(a) => submit::run(*a),
-        Command::Models => {
-            let mut out = std::io::stdout().lock();
-            for m in crate::model::spec::all() {
-                writeln!(
-                    out,
-                    "{}\timage_size={}\tdim={}",
-                    m.name, m.image_size, m.documented_dim
-                )?;
-            }
-            Ok(())
-        }
+        Command::Models(a) => models::run(a),
     }
 }
 
@@ -144,7 +137,7 @@ fn encode(a: EncodeArgs) -> Result<(), CliError> {
             "nothing to encode: give INPUT arguments or --input".into(),
         ));
     }
-    let engine = Engine::load(&a.engine.options())?;
+    let engine = Engine::load(&a.engine.options()?)?;
     let mut out = writer(&a.output)?;
     // Stream in slices so a large input file neither waits for the end nor holds every embedding.
     for slice in docs.chunks(engine.minibatch_size * 8) {
@@ -218,7 +211,7 @@ fn rank(a: RankArgs) -> Result<(), CliError> {
             "nothing to rank: give --query with candidates, or --input".into(),
         ));
     }
-    let engine = Engine::load(&a.engine.options())?;
+    let engine = Engine::load(&a.engine.options()?)?;
     let mut out = writer(&a.output)?;
     for root in &roots {
         let match_ids: Vec<String> = root.matches.iter().map(|m| m.id.clone()).collect();

@@ -116,6 +116,8 @@ pub enum ServeError {
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
+    Models(#[from] crate::model::StoreError),
+    #[error(transparent)]
     Connect(#[from] crate::transport::connect::ConnectError),
     #[error(transparent)]
     Service(#[from] crate::transport::service::ServiceError),
@@ -154,16 +156,21 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
         let bound = telemetry::http::start(addr, health.clone()).await?;
         eprintln!("clip-worker metrics on http://{bound}/metrics");
     }
-    let mut options = args.engine.options();
-    options.fetch = FetchPolicy {
+    let fetch = FetchPolicy {
         allow_local_files: args.allow_local_files,
         allow_http: args.allow_http,
         max_bytes: args.max_doc_bytes as u64,
         timeout: args.fetch_timeout,
     };
-    let engine = tokio::task::spawn_blocking(move || Engine::load(&options))
-        .await
-        .map_err(ServeError::LoadAborted)??;
+    let engine_args = args.engine.clone();
+    // Fetching a missing model (minutes for the large ones) and loading it both block.
+    let engine = tokio::task::spawn_blocking(move || -> Result<Engine, ServeError> {
+        let mut options = engine_args.options()?;
+        options.fetch = fetch;
+        Ok(Engine::load(&options)?)
+    })
+    .await
+    .map_err(ServeError::LoadAborted)??;
     tracing::info!(model = %engine.spec.name, dim = engine.dim(), "model loaded");
     let device = engine
         .model

@@ -1,8 +1,8 @@
 //! The model names CLIP-as-service's ONNX backend accepts, and what each name implies.
 //!
 //! A name decides the image size and the tokenizer; the graphs themselves come from a model folder
-//! (see [`super::folder`]). File names and md5 sums are those of the original's model bucket, kept
-//! here so a verified download can be added without changing this table's shape.
+//! (see [`super::folder`]). File names and md5 sums are those of the original's model bucket; the
+//! [`super::registry`] turns them into the files the cache fetches.
 
 use std::fmt;
 
@@ -36,19 +36,67 @@ pub struct ModelSpec {
 /// The default model, as in the original.
 pub const DEFAULT_MODEL: &str = "ViT-B-32::openai";
 
-/// Error for a name that is not in the table.
+/// Error for a name that is not in the table; it carries the closest known names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown model `{name}`; known models:\n{}", known_models_list())]
+#[error("unknown model `{name}`; closest known names: {}; `clip-worker models list` shows them all", suggestion_list(.closest))]
 pub struct UnknownModel {
     pub name: String,
+    /// Known names nearest to `name` by edit distance, nearest first.
+    pub closest: Vec<String>,
 }
 
-fn known_models_list() -> String {
-    MODELS
+impl UnknownModel {
+    /// The error for `name`, suggesting the nearest of `known`.
+    pub fn among<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Self {
+        UnknownModel {
+            name: name.to_string(),
+            closest: closest_names(name, known, 3),
+        }
+    }
+}
+
+fn suggestion_list(names: &[String]) -> String {
+    names
         .iter()
-        .map(|m| format!("\t- {}", m.name))
+        .map(|n| format!("`{n}`"))
         .collect::<Vec<_>>()
-        .join("\n")
+        .join(", ")
+}
+
+/// The `count` names of `known` nearest to `name` (case-insensitive Levenshtein distance; ties
+/// keep table order).
+pub fn closest_names<'a>(
+    name: &str,
+    known: impl IntoIterator<Item = &'a str>,
+    count: usize,
+) -> Vec<String> {
+    let wanted = name.to_lowercase();
+    let mut scored: Vec<(usize, &str)> = known
+        .into_iter()
+        .map(|k| (edit_distance(&wanted, &k.to_lowercase()), k))
+        .collect();
+    scored.sort_by_key(|(d, _)| *d);
+    scored
+        .into_iter()
+        .take(count)
+        .map(|(_, k)| k.to_string())
+        .collect()
+}
+
+/// Levenshtein distance over characters (single-row dynamic programme).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
 }
 
 impl fmt::Display for ModelSpec {
@@ -62,9 +110,7 @@ pub fn lookup(name: &str) -> Result<&'static ModelSpec, UnknownModel> {
     MODELS
         .iter()
         .find(|m| m.name == name)
-        .ok_or_else(|| UnknownModel {
-            name: name.to_string(),
-        })
+        .ok_or_else(|| UnknownModel::among(name, MODELS.iter().map(|m| m.name)))
 }
 
 /// Every model name with its defining properties.
@@ -181,10 +227,15 @@ mod tests {
     }
 
     #[test]
-    fn unknown_names_list_every_known_model() {
+    fn unknown_names_suggest_the_closest_known_names() {
         let err = lookup("ViT-B-32::laion2b_s34b_b79k").unwrap_err();
+        assert_eq!(err.closest[0], "ViT-B-32::laion2b-s34b-b79k");
+        assert_eq!(err.closest.len(), 3);
         let msg = err.to_string();
-        assert!(msg.contains("\t- ViT-B-32::openai"));
-        assert_eq!(msg.matches("\t- ").count(), 38);
+        assert!(msg.contains("`ViT-B-32::laion2b-s34b-b79k`"), "{msg}");
+        assert_eq!(lookup("vit-l/14").unwrap_err().closest[0], "ViT-L/14");
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("abc", "abc"), 0);
     }
 }

@@ -38,8 +38,9 @@ impl Drop for TelemetryGuard {
 /// Installs the subscriber. `service` names this process in exported traces; `None` never
 /// exports (commands that do no NATS work).
 pub fn init(format: LogFormat, service: Option<&str>) -> Result<TelemetryGuard, OtelError> {
-    let filter =
-        EnvFilter::try_from_env("CLIP_WORKER_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_env("CLIP_WORKER_LOG")
+        // Model download progress is worth seeing by default (it can take minutes).
+        .unwrap_or_else(|_| EnvFilter::new("warn,clip_worker::model=info"));
     let logs = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)

@@ -2,6 +2,8 @@
 //! processes started from the built binary. Never a mock of NATS.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
