@@ -55,20 +55,35 @@ if ! probe=$("$ENGINE" run --rm "$BASE" true 2>&1); then
   log "fallback works: runc with the shell's limits, chroot isolation for builds"
 fi
 
-# 2. The Python stage (pip fetches ONNX Runtime's wheel) and the Rust builder.
+# 2. The Python stage (pip fetches ONNX Runtime's wheel) and the Rust builder (cargo fetches crates).
+# Both trust this machine's locally added CA certificates too (a TLS-intercepting proxy's, say).
+stage_context() { # a build context holding the local CA certificates under ca/
+  rm -rf "$1" && mkdir -p "$1/ca"
+  cp /usr/local/share/ca-certificates/*.crt "$1/ca/" 2>/dev/null || true
+}
+trust_local_cas='COPY ca/ /usr/local/share/ca-certificates/
+RUN update-ca-certificates'
 if ! have_image "$PYTHON_BASE"; then
   log "build $PYTHON_BASE"
-  printf 'FROM %s\nRUN apt-get update && apt-get install -y --no-install-recommends python3 python3-pip ca-certificates && rm -rf /var/lib/apt/lists/*\n' "$BASE" \
-    | "$ENGINE" build "${build_opts[@]}" --network host -t "$PYTHON_BASE" -f - "$WORK" >"$WORK/python-build.log"
+  ctx="$WORK/python"
+  stage_context "$ctx"
+  cat >"$ctx/Containerfile" <<EOF
+FROM $BASE
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-pip ca-certificates && rm -rf /var/lib/apt/lists/*
+$trust_local_cas
+EOF
+  "$ENGINE" build "${build_opts[@]}" --network host -t "$PYTHON_BASE" -f "$ctx/Containerfile" "$ctx" >"$WORK/python-build.log"
+  rm -rf "$ctx"
 fi
 if ! have_image "$BUILDER"; then
   log "build $BUILDER with the toolchain in $TOOLCHAIN"
   ctx="$WORK/builder"
-  rm -rf "$ctx" && mkdir -p "$ctx"
+  stage_context "$ctx"
   tar -C "$TOOLCHAIN" --exclude=./share/doc -c . | tar -C "$ctx" --one-top-level=rust -x
   cat >"$ctx/Containerfile" <<EOF
 FROM $BASE
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev ca-certificates && rm -rf /var/lib/apt/lists/*
+$trust_local_cas
 COPY rust /usr/local/rust
 ENV CARGO_HOME=/usr/local/cargo PATH=/usr/local/rust/bin:/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 EOF
@@ -82,7 +97,8 @@ start=$(date +%s)
 cache=()
 # Reuse this machine's crate downloads when there are some.
 [ -d "$HOME/.cargo/registry" ] && cache=(--volume "$HOME/.cargo/registry:/usr/local/cargo/registry")
-"$ENGINE" build "${build_opts[@]}" --network host "${cache[@]}" \
+# Docker image format: OCI images would drop SHELL and HEALTHCHECK.
+"$ENGINE" build "${build_opts[@]}" --format docker --network host "${cache[@]}" \
   --build-arg RUST_IMAGE="$BUILDER" --build-arg PYTHON_IMAGE="$PYTHON_BASE" --build-arg RUNTIME_IMAGE="$BASE" \
   --build-arg REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \

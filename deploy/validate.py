@@ -213,9 +213,36 @@ def check_chart(binary: Path | None) -> list[str]:
     expect(not [o for o in fixed if o["kind"] == "HorizontalPodAutoscaler"], "an HPA without autoscaling.hpa")
     scaled = render(base)
     expect("replicas" not in one(scaled, "Deployment")["spec"], "replicas set although an autoscaler manages them")
+    undocumented = undocumented_values()
+    expect(not undocumented, f"values missing from helm/clip-worker/README.md: {undocumented}")
     notes.append("bad values refused: grace period <= shutdown deadline, KEDA and HPA together, scale to zero "
                  "with request/reply, no NATS URL, PVC cache without a claim, unknown worker setting")
     return notes
+
+
+def leaf_paths(node: object, prefix: str = "") -> list[str]:
+    if isinstance(node, dict) and node:
+        return [p for k, v in node.items() for p in leaf_paths(v, f"{prefix}{k}.")]
+    return [prefix.rstrip(".")]
+
+
+def undocumented_values() -> list[str]:
+    """Values of values.yaml that the chart README's tables do not name (the NATS chart's are its own)."""
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = []
+    for path in leaf_paths({k: v for k, v in values.items() if k != "nats"}):
+        parent, _, last = path.rpartition(".")
+        named = (
+            f"`{path}`" in readme
+            or (f"`{parent}.*`" in readme)
+            or (f"`{parent}." in readme and f"`.{last}`" in readme)
+            or (parent == "worker" and f"`{last}`" in readme)
+            or any(f"`{p}`" in readme for p in (parent, parent.rpartition(".")[0]) if p in ("resources", "podSecurityContext", "securityContext"))
+        )
+        if not named:
+            missing.append(path)
+    return missing
 
 
 def validate_object(obj: dict, source: str) -> None:
