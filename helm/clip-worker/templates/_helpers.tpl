@@ -129,10 +129,6 @@ app.kubernetes.io/component: worker
 - name: CLIP_WORKER_MODEL_URL_BASE
   value: {{ . | quote }}
 {{- end }}
-{{- with .Values.worker.modelDir }}
-- name: CLIP_WORKER_MODEL_DIR
-  value: {{ . | quote }}
-{{- end }}
 {{- end }}
 
 {{- define "clip-worker.logEnv" -}}
