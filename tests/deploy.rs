@@ -121,7 +121,14 @@ fn a_worker_answers_the_probes_the_chart_renders() {
             std::thread::sleep(Duration::from_millis(100));
             status = http_status(port, path);
         }
-        assert_eq!(status, Some(200), "{name} GET {path} on the metrics listener");
+        assert_eq!(
+            status,
+            Some(200),
+            "{name} GET {path} on the metrics listener"
+        );
     }
-    assert_eq!(http_status(port, "/no-such-probe").map(|s| s >= 400), Some(true));
+    assert_eq!(
+        http_status(port, "/no-such-probe").map(|s| s >= 400),
+        Some(true)
+    );
 }
