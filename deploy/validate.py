@@ -260,56 +260,55 @@ def validate_object(obj: dict, source: str) -> None:
 # The fields of the two custom resources that their operators require (KEDA's ScaledObject, the Prometheus
 # Operator's ServiceMonitor), with the types their CRDs give them.
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+def _custom_resource(api_version: str, spec_required: list[str], spec_properties: dict) -> dict:
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": api_version},
+            "spec": {"type": "object", "required": spec_required, "properties": spec_properties},
+        },
+    }
+
+
 CUSTOM_RESOURCES = {
-    "ScaledObject": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "keda.sh/v1alpha1"},
-            "spec": {
+    "ScaledObject": _custom_resource(
+        "keda.sh/v1alpha1",
+        ["scaleTargetRef", "triggers"],
+        {
+            "scaleTargetRef": {
                 "type": "object",
-                "required": ["scaleTargetRef", "triggers"],
-                "properties": {
-                    "scaleTargetRef": {
-                        "type": "object",
-                        "required": ["name"],
-                        "properties": {"name": {"type": "string"}, "kind": {"type": "string"}},
-                    },
-                    "minReplicaCount": {"type": "integer", "minimum": 0},
-                    "maxReplicaCount": {"type": "integer", "minimum": 1},
-                    "pollingInterval": {"type": "integer"},
-                    "cooldownPeriod": {"type": "integer"},
-                    "triggers": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["type", "metadata"],
-                            "properties": {"type": {"type": "string"}, "metadata": _STRING_MAP},
-                        },
-                    },
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "kind": {"type": "string"}},
+            },
+            "minReplicaCount": {"type": "integer", "minimum": 0},
+            "maxReplicaCount": {"type": "integer", "minimum": 1},
+            "pollingInterval": {"type": "integer"},
+            "cooldownPeriod": {"type": "integer"},
+            "triggers": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["type", "metadata"],
+                    "properties": {"type": {"type": "string"}, "metadata": _STRING_MAP},
                 },
             },
         },
-    },
-    "ServiceMonitor": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "spec": {
-                "type": "object",
-                "required": ["selector", "endpoints"],
-                "properties": {
-                    "selector": {"type": "object", "properties": {"matchLabels": _STRING_MAP}},
-                    "endpoints": {
-                        "type": "array",
-                        "items": {"type": "object", "properties": {"port": {"type": "string"}, "path": {"type": "string"}}},
-                    },
-                },
+    ),
+    "ServiceMonitor": _custom_resource(
+        "monitoring.coreos.com/v1",
+        ["selector", "endpoints"],
+        {
+            "selector": {"type": "object", "properties": {"matchLabels": _STRING_MAP}},
+            "endpoints": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"port": {"type": "string"}, "path": {"type": "string"}}},
             },
         },
-    },
+    ),
 }
 
 
