@@ -102,3 +102,32 @@ fn documented_defaults_are_the_real_ones() {
     assert!(checked > 30, "only {checked} defaults found in --help");
     assert!(wrong.is_empty(), "docs/operations.md: {wrong:#?}");
 }
+
+/// The Grafana dashboard only queries series the worker exports (all listed in the guide).
+#[test]
+fn dashboard_queries_documented_series() {
+    let doc = operations_guide();
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/clip-worker.json"
+    ))
+    .unwrap();
+    let mut unknown = Vec::new();
+    for (i, _) in dashboard.match_indices("clip_worker_") {
+        let name: String = dashboard[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let series = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
+        if !doc.contains(&format!("`{series}`")) {
+            unknown.push(name);
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "not exported by the worker: {unknown:?}"
+    );
+}
