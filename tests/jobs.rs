@@ -508,3 +508,167 @@ async fn job_errors_inference_retries_field_paths_and_request_ids() {
     assert!(types.docs[1].embedding.is_some());
     assert_eq!(deliveries("types-1"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_signals_are_honoured_whatever_nats_does() {
+    let mut nats = NatsServer::start();
+    nats.stop();
+
+    // Waiting for a NATS server that is not there: a signal stops it, cleanly.
+    let mut waiting = Worker::spawn(&nats.url, &["--mode", "jobs"], &[]);
+    waiting.wait_for_log("NATS not reachable yet", Duration::from_secs(60));
+    waiting.signal("TERM");
+    assert_eq!(waiting.wait_exit(Duration::from_secs(10)), Some(0));
+    waiting.wait_for_log("shutdown requested during start-up", Duration::from_secs(5));
+
+    nats.restart(Duration::ZERO);
+    let deadline = Duration::from_secs(2);
+    let mut w = Worker::start(&nats.url, &["--shutdown-timeout", "2s"]);
+    let mut patient = Worker::start(&nats.url, &["--shutdown-timeout", "10m"]);
+    nats.stop();
+    w.wait_for_log("disconnected from NATS", Duration::from_secs(20));
+    patient.wait_for_log("disconnected from NATS", Duration::from_secs(20));
+
+    // The final flush cannot complete while the client reconnects: the deadline still holds.
+    let signalled = std::time::Instant::now();
+    w.signal("TERM");
+    assert_eq!(
+        w.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "graceful exit"
+    );
+    let took = signalled.elapsed();
+    assert!(
+        took < deadline + Duration::from_secs(3),
+        "stopped {took:?} after SIGTERM with a {deadline:?} deadline"
+    );
+
+    // A second signal ends a drain that would otherwise wait ten minutes.
+    patient.signal("TERM");
+    patient.wait_for_log("shutdown requested", Duration::from_secs(10));
+    assert!(
+        patient.is_running(),
+        "still draining after the first signal"
+    );
+    patient.signal("INT");
+    let code = patient.wait_exit(Duration::from_secs(10));
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "a second signal exits at once, non-zero: {code:?}"
+    );
+    patient.wait_for_log("second stop signal", Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_before_nats_waits_for_it_then_serves() {
+    use common::probe::{get, metrics_addr, wait_for};
+    let mut nats = NatsServer::start();
+    nats.stop();
+    let mut w = Worker::spawn(&nats.url, &[], &[]);
+    let addr = metrics_addr(&w);
+    wait_for(&addr, "/readyz", Duration::from_secs(60), |_, b| {
+        b.contains("\"model_warm\":true")
+    });
+    // Longer than JetStream setup used to wait before giving up (two 5 s request timeouts).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(w.is_running(), "still waiting for NATS");
+    assert_eq!(get(&addr, "/readyz").0, 503, "not ready without NATS");
+    // One line per attempt, with a growing wait in between: no flood.
+    let attempts = w.log_count("NATS not reachable yet");
+    assert!(
+        (3..=12).contains(&attempts),
+        "{attempts} attempts logged in 12 s"
+    );
+
+    nats.restart(Duration::ZERO);
+    w.wait_for_log("clip-worker ready", Duration::from_secs(30));
+    wait_for(&addr, "/readyz", Duration::from_secs(10), |s, _| s == 200);
+    let client = connect(&nats.url).await;
+    let (reply, _) = call(&client, "clip.encode", &request(vec![text("hello")])).await;
+    assert!(reply.docs[0].embedding.is_some());
+    let js = jetstream::new(client.clone());
+    results_stream(&js).await;
+    let job = request(vec![image(png(7, 32, 32))]);
+    submit(&js, "encode", "late-1", "results.late-1", &job).await;
+    let results = read_results(&js, 1, Duration::from_secs(30)).await;
+    assert!(results["late-1"].1.docs[0].embedding.is_some());
+}
+
+/// A short version of `scripts/chaos.sh`: jobs with about 5 % poison, a worker SIGKILLed and
+/// replaced, a NATS restart; every job answered once and nothing left pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_smoke_a_kill_and_a_nats_restart_lose_and_duplicate_nothing() {
+    let mut nats = NatsServer::start();
+    let args = ["--mode", "jobs", "--ack-wait", "2s", "--nak-delay", "200ms"];
+    let mut workers = vec![
+        Worker::start(&nats.url, &args),
+        Worker::start(&nats.url, &args),
+    ];
+    let client = connect(&nats.url).await;
+    let js = jetstream::new(client.clone());
+    results_stream(&js).await;
+
+    let total = 300;
+    let poison = |i: usize| i % 20 == 7;
+    let mut killed = false;
+    for i in 0..total {
+        let id = format!("smoke-{i}");
+        let payload = if poison(i) {
+            b"\xc1 not msgpack".to_vec()
+        } else if i % 2 == 0 {
+            protocol::encode(&request(vec![text(&format!("job {i}")), text("a photo")])).unwrap()
+        } else {
+            protocol::encode(&request(vec![image(png(i as u8, 24, 24))])).unwrap()
+        };
+        submit_raw(&js, "encode", &id, &format!("results.{id}"), payload).await;
+        if i == total / 3 {
+            // Some jobs of the first worker are in flight or unacknowledged when it dies.
+            workers[0].wait_for_log("job received", Duration::from_secs(30));
+            workers[0].signal("KILL");
+            assert_eq!(workers[0].wait_exit(Duration::from_secs(10)), None);
+            killed = true;
+            workers[0] = Worker::start(&nats.url, &args);
+        }
+        if i == 2 * total / 3 {
+            nats.restart(Duration::from_millis(300));
+        }
+    }
+    assert!(killed);
+
+    let results = read_results(&js, total, Duration::from_secs(90)).await;
+    let missing: Vec<usize> = (0..total)
+        .filter(|i| !results.contains_key(&format!("smoke-{i}")))
+        .collect();
+    assert!(missing.is_empty(), "jobs without a result: {missing:?}");
+    for (i, (copies, resp)) in (0..total).map(|i| (i, &results[&format!("smoke-{i}")])) {
+        assert_eq!(*copies, 1, "job {i}: one result");
+        if poison(i) {
+            assert_eq!(
+                resp.error.as_ref().map(|e| e.code),
+                Some(ErrorCode::BadRequest),
+                "poison job {i}"
+            );
+        } else {
+            assert!(resp.error.is_none(), "job {i}: {:?}", resp.error);
+            assert!(resp.docs.iter().all(|d| d.embedding.is_some()), "job {i}");
+        }
+    }
+    // Every job acknowledged or terminated: nothing waits in the stream or on the consumer.
+    let mut left = (u64::MAX, usize::MAX, 0);
+    for _ in 0..50 {
+        let mut stream = js.get_stream("CLIP_JOBS").await.unwrap();
+        let messages = stream.info().await.unwrap().state.messages;
+        let mut consumer: consumer::PullConsumer =
+            stream.get_consumer("clip-workers").await.unwrap();
+        let info = consumer.info().await.unwrap();
+        left = (messages, info.num_ack_pending, info.num_pending);
+        if left == (0, 0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(left, (0, 0, 0), "(stream messages, ack pending, pending)");
+    for w in &mut workers {
+        assert!(w.is_running(), "no worker died on its own");
+    }
+}

@@ -5,6 +5,7 @@ pub mod duration;
 pub mod models;
 pub mod nats;
 pub mod serve;
+pub mod shutdown;
 pub mod submit;
 
 use crate::client::ClientError;

@@ -3,6 +3,7 @@
 use super::args::EngineArgs;
 use super::duration::{format_duration, parse_duration};
 use super::nats::NatsArgs;
+use super::shutdown::{start_watchdog, StopSignals, EXIT_GRACE};
 use crate::batch::{BatchConfig, Pipeline};
 use crate::defaults;
 use crate::engine::Engine;
@@ -15,6 +16,7 @@ use crate::transport::jobs::{self, JobsConfig};
 use crate::transport::objects::ObjectFetcher;
 use crate::transport::publish::Publisher;
 use crate::transport::service::{self, ServiceConfig};
+use crate::transport::startup;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,8 +129,8 @@ pub enum ServeError {
     Pipeline(#[from] crate::batch::StartError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
-    #[error("the request/reply service stopped during start-up")]
-    ServiceStopped,
+    #[error("cannot listen for stop signals")]
+    Signals(#[source] std::io::Error),
     #[error("loading the model stopped unexpectedly")]
     LoadAborted(#[source] tokio::task::JoinError),
     #[error(transparent)]
@@ -144,18 +146,108 @@ pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
         .build()
         .map_err(ServeError::Runtime)?;
     let result = runtime.block_on(serve_async(args));
-    // Work still running past the shutdown deadline must not keep the process alive.
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    // Work still running past the shutdown deadline must not keep the process alive (well
+    // within the watchdog's grace, so a clean stop is not mistaken for a stuck one).
+    runtime.shutdown_timeout(EXIT_GRACE / 2);
     result
 }
 
 async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
+    // From the first moment: a signal while the model loads or NATS is awaited stops the worker.
+    let mut signals = StopSignals::install().map_err(ServeError::Signals)?;
     // Up first, so probes answer (not ready) while the model loads.
     let health = Arc::new(Health::default());
     if let Some(addr) = telemetry::http::listen_address(&args.metrics_addr) {
         let bound = telemetry::http::start(addr, health.clone()).await?;
         eprintln!("clip-worker metrics on http://{bound}/metrics");
     }
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let started = tokio::select! {
+        started = start(&args, &health, &shutdown, &tasks) => started?,
+        signal = signals.next() => {
+            // Nothing was taken yet: no work to drain.
+            tracing::info!(signal, "shutdown requested during start-up");
+            eprintln!("clip-worker stopped");
+            return Ok(());
+        }
+    };
+    let Started {
+        client,
+        handler,
+        pipeline,
+        mut loops,
+    } = started;
+    health.set_subscribed();
+    eprintln!(
+        "clip-worker ready: model {} on {}",
+        args.engine.model,
+        args.nats.urls.join(",")
+    );
+
+    let mut failure = None;
+    tokio::select! {
+        signal = signals.next() => tracing::info!(signal, "shutdown requested"),
+        Some(r) = loops.join_next() => {
+            if let Ok(Err(e)) = r { failure = Some(e); }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + args.shutdown_timeout;
+    signals.exit_on_second();
+    start_watchdog(deadline.into_std());
+    // Not ready from the first moment of the drain.
+    health.set_draining();
+    shutdown.cancel();
+    while let Ok(Some(r)) = tokio::time::timeout_at(deadline, loops.join_next()).await {
+        if let Ok(Err(e)) = r {
+            failure.get_or_insert(e);
+        }
+    }
+    tasks.close();
+    let finished = tokio::time::timeout_at(deadline, tasks.wait())
+        .await
+        .is_ok();
+    // Replies still buffered go out if the server takes them by the deadline; a client that is
+    // reconnecting would otherwise hold the flush (and the process) forever.
+    if tokio::time::timeout_at(deadline, client.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("NATS did not take the last replies before the shutdown deadline");
+    }
+    drop(handler);
+    if finished {
+        // Nothing is in flight: the pipeline threads stop as soon as their queues are empty.
+        let stopping = tokio::task::spawn_blocking(move || pipeline.shutdown());
+        let _ = tokio::time::timeout_at(deadline, stopping).await;
+    } else {
+        // Past the deadline, stop here: unacknowledged jobs are redelivered to other workers,
+        // and callers of unanswered requests time out and retry.
+        tracing::warn!("shutdown deadline reached with work in flight; unacknowledged jobs will be redelivered");
+    }
+    eprintln!("clip-worker stopped");
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// What `start` leaves running once the worker is ready.
+struct Started {
+    client: async_nats::Client,
+    handler: Arc<Handler>,
+    pipeline: Arc<Pipeline>,
+    loops: tokio::task::JoinSet<Result<(), ServeError>>,
+}
+
+/// Loads and warms up the model, then connects and sets up the endpoints and the job consumer,
+/// retrying while NATS is away (see [`startup`]).
+async fn start(
+    args: &ServeArgs,
+    health: &Health,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<Started, ServeError> {
     let fetch = FetchPolicy {
         allow_local_files: args.allow_local_files,
         allow_http: args.allow_http,
@@ -198,12 +290,12 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
             ..BatchConfig::default()
         },
     )?;
-    watch_pipeline(&health, &pipeline);
+    watch_pipeline(health, &pipeline);
     warm_up(&pipeline).await?;
     health.set_model_warm();
 
-    let client = args.nats.options().connect().await?;
-    watch_connection(&health, &client);
+    let client = startup::connect(&args.nats.options()).await?;
+    watch_connection(health, &client);
     let js = async_nats::jetstream::new(client.clone());
     let handler = Arc::new(Handler {
         pipeline: pipeline.clone(),
@@ -219,8 +311,6 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
         client: client.clone(),
     });
 
-    let shutdown = CancellationToken::new();
-    let tasks = TaskTracker::new();
     let mut loops = tokio::task::JoinSet::new();
     if args.mode != Mode::Jobs {
         let cfg = ServiceConfig {
@@ -228,25 +318,15 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
             prefix: args.prefix.clone(),
             queue_group: args.queue_group.clone(),
         };
-        let (c, h, s, t) = (
-            client.clone(),
-            handler.clone(),
-            shutdown.clone(),
-            tasks.clone(),
-        );
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let endpoints = startup::retry("request/reply service", &client, || {
+            service::start(&client, &handler, &cfg)
+        })
+        .await?;
+        let (h, s, t) = (handler.clone(), shutdown.clone(), tasks.clone());
         loops.spawn(async move {
-            service::run(c, h, cfg, s, t, ready_tx)
-                .await
-                .map_err(ServeError::from)
+            service::run(endpoints, h, cfg, s, t).await;
+            Ok(())
         });
-        // Announce readiness only once the endpoints are subscribed (or report why they are not).
-        if ready_rx.await.is_err() {
-            if let Some(Ok(Err(e))) = loops.join_next().await {
-                return Err(e);
-            }
-            return Err(ServeError::ServiceStopped);
-        }
     }
     if args.mode != Mode::Service {
         let cfg = JobsConfig {
@@ -264,7 +344,8 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
                 .clone()
                 .unwrap_or_else(|| Subjects::new(&args.prefix).results()),
         };
-        let consumer = jobs::consumer(&js, &cfg).await?;
+        let consumer =
+            startup::retry("JetStream setup", &client, || jobs::consumer(&js, &cfg)).await?;
         let publisher = Publisher::new(client.clone(), js.clone());
         let (h, s, t) = (handler.clone(), shutdown.clone(), tasks.clone());
         loops.spawn(async move {
@@ -272,48 +353,12 @@ async fn serve_async(args: ServeArgs) -> Result<(), ServeError> {
             Ok(())
         });
     }
-    health.set_subscribed();
-    eprintln!(
-        "clip-worker ready: model {} on {}",
-        args.engine.model,
-        args.nats.urls.join(",")
-    );
-
-    let mut failure = None;
-    tokio::select! {
-        _ = wait_for_signal() => tracing::info!("shutdown requested"),
-        Some(r) = loops.join_next() => {
-            if let Ok(Err(e)) = r { failure = Some(e); }
-        }
-    }
-    // Not ready from the first moment of the drain.
-    health.set_draining();
-    shutdown.cancel();
-    let deadline = tokio::time::Instant::now() + args.shutdown_timeout;
-    while let Ok(Some(r)) = tokio::time::timeout_at(deadline, loops.join_next()).await {
-        if let Ok(Err(e)) = r {
-            failure.get_or_insert(e);
-        }
-    }
-    tasks.close();
-    let finished = tokio::time::timeout_at(deadline, tasks.wait())
-        .await
-        .is_ok();
-    let _ = client.flush().await;
-    drop(handler);
-    if finished {
-        // Nothing is in flight: the pipeline threads stop as soon as their queues are empty.
-        let _ = tokio::task::spawn_blocking(move || pipeline.shutdown()).await;
-    } else {
-        // Past the deadline, stop here: unacknowledged jobs are redelivered to other workers,
-        // and callers of unanswered requests time out and retry.
-        tracing::warn!("shutdown deadline reached with work in flight; unacknowledged jobs will be redelivered");
-    }
-    eprintln!("clip-worker stopped");
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    Ok(Started {
+        client,
+        handler,
+        pipeline,
+        loops,
+    })
 }
 
 /// Liveness follows the pipeline threads; queue depths and in-flight documents are sampled
@@ -373,29 +418,4 @@ async fn warm_up(pipeline: &Pipeline) -> Result<(), ServeError> {
     }
     tracing::info!("model warmed up");
     Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -5,6 +5,7 @@
 use super::handler::{AdmissionMode, Handler};
 use super::publish::Publisher;
 use super::service::encode_reply;
+use super::startup::Transient;
 use crate::error::{BoxError, ErrorChain, ErrorCode};
 use crate::protocol::{headers, JobKind, Response, Subjects};
 use crate::telemetry::{metrics, trace, JetStreamAck, Transport};
@@ -51,8 +52,69 @@ impl JobsConfig {
 pub struct JobsError {
     /// What was being set up (the stream or the consumer, by name).
     what: String,
+    /// Whether trying again may succeed (see [`Transient`]).
+    transient: bool,
     #[source]
     source: BoxError,
+}
+
+impl Transient for JobsError {
+    fn is_transient(&self) -> bool {
+        self.transient
+    }
+}
+
+/// Whether the server's JetStream answer describes a passing state (no quorum or leader yet,
+/// a cluster still forming) rather than a configuration that needs an operator.
+fn transient_api_error(error: &jetstream::Error) -> bool {
+    use jetstream::ErrorCode as C;
+    matches!(
+        error.error_code(),
+        C::CLUSTER_NOT_AVAILABLE
+            | C::CLUSTER_NOT_ACTIVE
+            | C::CLUSTER_NOT_ASSIGNED
+            | C::CLUSTER_NOT_LEADER
+            | C::CLUSTER_INCOMPLETE
+            | C::CLUSTER_NO_PEERS
+            | C::INSUFFICIENT_RESOURCES
+            | C::RAFT_GENERAL
+    )
+}
+
+fn stream_lookup_transient(e: &jetstream::context::GetStreamError) -> bool {
+    use jetstream::context::GetStreamErrorKind as K;
+    match e.kind() {
+        K::Request => true,
+        K::JetStream(api) => transient_api_error(&api),
+        _ => false,
+    }
+}
+
+fn stream_create_transient(e: &jetstream::context::CreateStreamError) -> bool {
+    use jetstream::context::CreateStreamErrorKind as K;
+    match e.kind() {
+        K::TimedOut | K::JetStreamUnavailable | K::Response | K::NotFound => true,
+        K::JetStream(api) => transient_api_error(&api),
+        _ => false,
+    }
+}
+
+fn consumer_transient(e: &jetstream::stream::ConsumerError) -> bool {
+    use jetstream::stream::ConsumerErrorKind as K;
+    match e.kind() {
+        K::TimedOut | K::Request | K::Other => true,
+        K::JetStream(api) => transient_api_error(&api),
+        _ => false,
+    }
+}
+
+fn consumer_lookup_transient(e: &async_nats::Error) -> bool {
+    use jetstream::context::{ConsumerInfoError, ConsumerInfoErrorKind as K};
+    match e.downcast_ref::<ConsumerInfoError>().map(|e| e.kind()) {
+        Some(K::Request | K::TimedOut | K::NoResponders | K::Offline) => true,
+        Some(K::JetStream(api)) => transient_api_error(&api),
+        _ => false,
+    }
 }
 
 /// Creates (or binds to) the stream and the durable consumer.
@@ -60,21 +122,23 @@ pub async fn consumer(
     js: &jetstream::Context,
     cfg: &JobsConfig,
 ) -> Result<consumer::PullConsumer, JobsError> {
-    let stream_err = |source: BoxError| JobsError {
+    let stream_err = |transient: bool, source: BoxError| JobsError {
         what: format!("stream `{}`", cfg.stream),
+        transient,
         source,
     };
-    let consumer_err = |source: BoxError| JobsError {
+    let consumer_err = |e: jetstream::stream::ConsumerError| JobsError {
         what: format!(
             "durable consumer `{}` on stream `{}`",
             cfg.consumer, cfg.stream
         ),
-        source,
+        transient: consumer_transient(&e),
+        source: e.into(),
     };
     let stream = if cfg.bind {
         js.get_stream(&cfg.stream)
             .await
-            .map_err(|e| stream_err(e.into()))?
+            .map_err(|e| stream_err(stream_lookup_transient(&e), e.into()))?
     } else {
         js.get_or_create_stream(stream::Config {
             name: cfg.stream.clone(),
@@ -84,13 +148,20 @@ pub async fn consumer(
             ..Default::default()
         })
         .await
-        .map_err(|e| stream_err(e.into()))?
+        .map_err(|e| stream_err(stream_create_transient(&e), e.into()))?
     };
     if cfg.bind {
         stream
             .get_consumer::<consumer::pull::Config>(&cfg.consumer)
             .await
-            .map_err(consumer_err)
+            .map_err(|e| JobsError {
+                what: format!(
+                    "durable consumer `{}` on stream `{}`",
+                    cfg.consumer, cfg.stream
+                ),
+                transient: consumer_lookup_transient(&e),
+                source: e,
+            })
     } else {
         stream
             .get_or_create_consumer(
@@ -105,7 +176,7 @@ pub async fn consumer(
                 },
             )
             .await
-            .map_err(|e| consumer_err(e.into()))
+            .map_err(consumer_err)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod objects;
 pub mod publish;
 pub mod service;
+pub mod startup;
 
 use crate::error::ErrorCode;
 

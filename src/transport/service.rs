@@ -38,15 +38,27 @@ fn failed(what: &'static str) -> impl Fn(BoxError) -> ServiceError {
     move |source| ServiceError { what, source }
 }
 
-/// Serves until `shutdown` fires, then stops taking requests and answers the ones already received.
-pub async fn run(
-    client: async_nats::Client,
-    handler: Arc<Handler>,
-    config: ServiceConfig,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-    ready: tokio::sync::oneshot::Sender<()>,
-) -> Result<(), ServiceError> {
+impl super::startup::Transient for ServiceError {
+    /// Registering and subscribing fail only when the connection does.
+    fn is_transient(&self) -> bool {
+        true
+    }
+}
+
+/// The registered service and its two endpoints, subscribed on the server.
+pub struct Endpoints {
+    service: async_nats::service::Service,
+    encode: async_nats::service::endpoint::Endpoint,
+    rank: async_nats::service::endpoint::Endpoint,
+}
+
+/// Registers the service and subscribes its endpoints; returns once the server has the
+/// subscriptions, so the worker can call itself ready.
+pub async fn start(
+    client: &async_nats::Client,
+    handler: &Handler,
+    config: &ServiceConfig,
+) -> Result<Endpoints, ServiceError> {
     let stats = handler.pipeline.stats.clone();
     let pipeline = handler.pipeline.clone();
     let metadata: HashMap<String, String> = [
@@ -70,22 +82,39 @@ pub async fn run(
         .await
         .map_err(failed("registering the service"))?;
     let group = service.group(&config.prefix);
-    let mut encode = group
+    let encode = group
         .endpoint(JobKind::Encode.as_str())
         .await
         .map_err(failed("adding the encode endpoint"))?;
-    let mut rank = group
+    let rank = group
         .endpoint(JobKind::Rank.as_str())
         .await
         .map_err(failed("adding the rank endpoint"))?;
-    // The subscriptions must be on the server before the worker calls itself ready.
     client
         .flush()
         .await
         .map_err(|e| failed("flushing the subscriptions")(e.into()))?;
     tracing::info!(prefix = %config.prefix, queue = %config.queue_group, "request/reply endpoints ready");
-    let _ = ready.send(());
+    Ok(Endpoints {
+        service,
+        encode,
+        rank,
+    })
+}
 
+/// Serves until `shutdown` fires, then stops taking requests and answers the ones already received.
+pub async fn run(
+    endpoints: Endpoints,
+    handler: Arc<Handler>,
+    config: ServiceConfig,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let Endpoints {
+        service,
+        mut encode,
+        mut rank,
+    } = endpoints;
     loop {
         let (kind, request) = tokio::select! {
             r = encode.next() => (JobKind::Encode, r),
@@ -107,7 +136,6 @@ pub async fn run(
         }
     }
     let _ = service.stop().await;
-    Ok(())
 }
 
 fn spawn_request(
