@@ -310,26 +310,6 @@ async fn a_full_worker_answers_overloaded_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_worker_authenticates_with_a_token() {
-    let nats = NatsServer::start_with_args(&["--auth", "s3cret-token"]);
-    let _worker = Worker::start(
-        &nats.url,
-        &["--mode", "service", "--nats-token", "s3cret-token"],
-    );
-    let client = async_nats::ConnectOptions::with_token("s3cret-token".into())
-        .connect(&nats.url)
-        .await
-        .expect("connect with token");
-    let (resp, _) = call(
-        &client,
-        "clip.encode",
-        &request(vec![text("authenticated")]),
-    )
-    .await;
-    assert!(resp.docs[0].embedding.is_some());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_types_fail_only_their_document_and_name_the_field() {
     use rmpv::Value;
     let nats = NatsServer::start();

@@ -6,6 +6,7 @@ pub mod handler;
 pub mod jobs;
 pub mod objects;
 pub mod publish;
+pub mod refusal;
 pub mod service;
 pub mod startup;
 

@@ -75,6 +75,8 @@ pub struct NatsServer {
     store: tempfile::TempDir,
     max_payload: Option<usize>,
     extra: Vec<String>,
+    /// Configuration file body (authorization, TLS, operator mode), when given.
+    config: Option<String>,
 }
 
 impl NatsServer {
@@ -89,6 +91,7 @@ impl NatsServer {
             store,
             max_payload: None,
             extra: extra.iter().map(|a| a.to_string()).collect(),
+            config: None,
         };
         s.spawn();
         s
@@ -109,6 +112,24 @@ impl NatsServer {
             store,
             max_payload,
             extra: Vec::new(),
+            config: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts with a configuration file holding `config` (address, port and JetStream store
+    /// still come from the command line).
+    pub fn start_with_config(config: &str) -> Self {
+        let port = free_port();
+        let mut s = NatsServer {
+            child: None,
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+            store: tempfile::tempdir().expect("tempdir"),
+            max_payload: None,
+            extra: Vec::new(),
+            config: Some(config.to_string()),
         };
         s.spawn();
         s
@@ -125,12 +146,17 @@ impl NatsServer {
             "-sd",
         ])
         .arg(self.store.path())
+        .args(&self.extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+        let mut conf = self.config.clone().unwrap_or_default();
         if let Some(mp) = self.max_payload {
-            let conf = self.store.path().join("server.conf");
-            std::fs::write(&conf, format!("max_payload: {mp}\n")).expect("write conf");
-            cmd.arg("-c").arg(conf);
+            conf.push_str(&format!("\nmax_payload: {mp}\n"));
+        }
+        if !conf.is_empty() {
+            let path = self.store.path().join("server.conf");
+            std::fs::write(&path, conf).expect("write conf");
+            cmd.arg("-c").arg(path);
         }
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!(
@@ -257,7 +283,11 @@ impl Worker {
                 return;
             }
             if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
-                break; // the worker is gone: no point waiting
+                // The worker is gone: its last lines are in (the flag is set after them).
+                if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                    return;
+                }
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
