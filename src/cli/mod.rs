@@ -6,6 +6,7 @@ pub mod models;
 pub mod nats;
 pub mod serve;
 pub mod submit;
+pub mod uri;
 
 use crate::client::ClientError;
 use crate::docio::{self, lines, InputDoc};
