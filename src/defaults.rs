@@ -27,8 +27,14 @@ pub const MAX_MATCHES: usize = 1024;
 pub const MAX_TEXT_CHARS: usize = 100_000;
 /// Bytes of one document's blob or tensor.
 pub const MAX_DOC_BYTES: usize = 64 * 1024 * 1024;
-/// Time limit for fetching one http(s) URI.
+/// Time limit for fetching one http(s) URI, redirects and body included.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time limit for opening one connection of a fetch.
+pub const FETCH_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Redirects one fetch follows.
+pub const MAX_REDIRECTS: u32 = 5;
+/// URIs a worker fetches at once (the others wait).
+pub const MAX_CONCURRENT_FETCHES: usize = 32;
 
 // Names on NATS.
 

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     NotFound,
     /// A remote URI could not be fetched.
     Fetch,
+    /// The worker's URI policy forbids this URI (a local path, or an address that is not public).
+    UriRefused,
     /// The input exceeds a configured limit.
     TooLarge,
     /// ONNX Runtime failed while running the batch.
@@ -56,13 +58,14 @@ impl From<String> for ErrorCode {
     }
 }
 
-const ALL_CODES: [ErrorCode; 16] = [
+const ALL_CODES: [ErrorCode; 17] = [
     ErrorCode::EmptyDocument,
     ErrorCode::InvalidDocument,
     ErrorCode::ImageDecode,
     ErrorCode::UnsupportedImage,
     ErrorCode::NotFound,
     ErrorCode::Fetch,
+    ErrorCode::UriRefused,
     ErrorCode::TooLarge,
     ErrorCode::Inference,
     ErrorCode::ModelMismatch,
@@ -84,6 +87,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedImage => "unsupported_image",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Fetch => "fetch",
+            ErrorCode::UriRefused => "uri_refused",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Inference => "inference",
             ErrorCode::ModelMismatch => "model_mismatch",

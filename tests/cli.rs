@@ -216,3 +216,28 @@ fn nats_flags_that_only_work_together_are_refused_alone() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--nats-password"));
 }
+
+/// `--allow-local-root` must name an existing folder: `serve` says so at start-up instead of
+/// refusing every local path later.
+#[test]
+fn serve_refuses_a_missing_local_root_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let model = fixture_model_dir();
+    let (code, _, err) = clip_worker(&[
+        "serve",
+        "--model-dir",
+        model.to_str().unwrap(),
+        "--metrics-addr",
+        "off",
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "--allow-local-root",
+        missing.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("local root") && err.contains("missing"),
+        "{err}"
+    );
+}

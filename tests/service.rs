@@ -528,3 +528,259 @@ async fn an_inference_error_fails_its_documents_and_the_worker_keeps_serving() {
     .await;
     assert!(resp.docs.iter().all(|d| d.embedding.is_some()), "{resp:?}");
 }
+
+fn uri(u: &str) -> WireDoc {
+    WireDoc {
+        uri: Some(u.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Asserts which documents were embedded and which failed with what code and message parts.
+fn expect_docs(
+    resp: &clip_worker::protocol::Response,
+    want: &[(&str, Option<(ErrorCode, &[&str])>)],
+) {
+    assert!(resp.error.is_none(), "{:?}", resp.error);
+    assert_eq!(resp.docs.len(), want.len());
+    for (i, (label, expected)) in want.iter().enumerate() {
+        let got = doc_error(resp, i);
+        match expected {
+            None => assert!(
+                resp.docs[i].embedding.is_some(),
+                "{label}: expected an embedding, got {got:?}"
+            ),
+            Some((code, parts)) => {
+                let (c, message) = got.unwrap_or_else(|| panic!("{label}: no error"));
+                assert_eq!(c, *code, "{label}: {message}");
+                for p in *parts {
+                    assert!(message.contains(p), "{label}: `{p}` not in `{message}`");
+                }
+            }
+        }
+    }
+}
+
+/// The URI policy of `serve`: addresses checked after resolution and at every redirect, the
+/// opt-ins (flags and environment twins), fetch limits, and local files under a root only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uri_policy_refuses_non_public_addresses_and_local_paths_unless_opened_up() {
+    use common::http::FileServer;
+    let nats = NatsServer::start();
+    let files = FileServer::start();
+    let port = files
+        .base
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let lo = |p: &str| format!("http://127.0.0.1:{port}/{p}");
+    let named = |p: &str| format!("http://localhost:{port}/{p}");
+    files.put("cat.png", png(3, 64, 48));
+    files.put_typed("typed.png", png(4, 64, 48), "image/png");
+    files.put_typed(
+        "page.png",
+        b"<html>nope</html>".to_vec(),
+        "text/html; charset=utf-8",
+    );
+    files.put("big.png", vec![0; 300 * 1024]);
+    files.put_unannounced("endless.png", vec![0; 300 * 1024]);
+    files.redirect("to-loopback", &lo("cat.png"));
+    files.redirect("to-named", &named("cat.png"));
+    files.redirect("loop", &lo("loop"));
+    files.redirect("to-file", "file:///etc/passwd");
+    let slow = FileServer::start();
+    slow.put("slow.png", vec![0; 64 * 1024]);
+    slow.throttle(Duration::from_secs(1));
+
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("inside.png"), png(5, 32, 32)).unwrap();
+    let secret = outside.path().join("secret.png");
+    std::fs::write(&secret, png(6, 32, 32)).unwrap();
+    std::os::unix::fs::symlink(&secret, root.path().join("link.png")).unwrap();
+    let root_str = root.path().to_str().unwrap();
+
+    let service = ["--mode", "service"];
+    let strict = Worker::spawn(
+        &nats.url,
+        &[&service[..], &["--prefix", "strict"]].concat(),
+        &[],
+    );
+    let open = Worker::spawn(
+        &nats.url,
+        &[
+            &service[..],
+            &[
+                "--prefix",
+                "open",
+                "--allow-private-networks",
+                "--fetch-timeout",
+                "1500ms",
+            ],
+            &["--max-doc-bytes", "204800", "--max-redirects", "3"],
+        ]
+        .concat(),
+        &[],
+    );
+    let hosts = Worker::spawn(
+        &nats.url,
+        &[&service[..], &["--prefix", "hosts"]].concat(),
+        &[
+            ("CLIP_WORKER_ALLOW_URI_HOSTS", "LocalHost,example.invalid"),
+            ("CLIP_WORKER_ALLOW_LOCAL_ROOT", root_str),
+        ],
+    );
+    for w in [&strict, &open, &hosts] {
+        w.wait_for_log("clip-worker ready", Duration::from_secs(60));
+    }
+    let client = connect(&nats.url).await;
+    let refused = Some(ErrorCode::UriRefused);
+
+    // By default: nothing but public addresses, whatever the name, and no local files.
+    let inside = root.path().join("inside.png");
+    let inside = inside.to_str().unwrap();
+    let (resp, _) = call(
+        &client,
+        "strict.encode",
+        &request(vec![
+            uri(&lo("cat.png")),
+            uri(&named("cat.png")),
+            uri(&format!("http://[::1]:{port}/cat.png")),
+            uri("http://169.254.169.254/latest/meta-data/"),
+            uri("http://[::ffff:10.1.2.3]/a.png"),
+            uri(inside),
+            uri(&format!("file://{inside}")),
+            text("still served"),
+        ]),
+    )
+    .await;
+    expect_docs(
+        &resp,
+        &[
+            (
+                "loopback ip",
+                refused.map(|c| (c, &["127.0.0.1", "loopback"][..])),
+            ),
+            (
+                "loopback name",
+                refused.map(|c| (c, &["`localhost`", "loopback"][..])),
+            ),
+            (
+                "ipv6 loopback",
+                refused.map(|c| (c, &["::1", "loopback"][..])),
+            ),
+            (
+                "metadata",
+                refused.map(|c| (c, &["169.254.169.254", "cloud metadata"][..])),
+            ),
+            (
+                "mapped private",
+                refused.map(|c| (c, &["private network"][..])),
+            ),
+            ("local path", refused.map(|c| (c, &["local"][..]))),
+            ("file uri", refused.map(|c| (c, &["local"][..]))),
+            ("text", None),
+        ],
+    );
+    assert!(files.requests().is_empty(), "{:?}", files.requests());
+
+    // Private networks opened: fetched, within the limits.
+    let (resp, _) = call(
+        &client,
+        "open.encode",
+        &request(vec![
+            uri(&lo("cat.png")),
+            uri(&lo("typed.png")),
+            uri(&lo("to-named")),
+            uri(&lo("page.png")),
+            uri(&lo("big.png")),
+            uri(&lo("endless.png")),
+            uri(&format!("{}slow.png", slow.base)),
+            uri(&lo("loop")),
+            uri(&lo("to-file")),
+            uri(&lo("missing.png")),
+            uri("http://169.254.169.254/latest/meta-data/"),
+        ]),
+    )
+    .await;
+    expect_docs(
+        &resp,
+        &[
+            ("loopback", None),
+            ("image/png", None),
+            ("redirect to a name", None),
+            (
+                "html",
+                Some((ErrorCode::InvalidDocument, &["text/html", "not an image"])),
+            ),
+            (
+                "announced too large",
+                Some((ErrorCode::TooLarge, &["307200", "204800"])),
+            ),
+            (
+                "unannounced too large",
+                Some((ErrorCode::TooLarge, &["204800"])),
+            ),
+            ("slow", Some((ErrorCode::Fetch, &["slow.png", "in time"]))),
+            ("redirect loop", Some((ErrorCode::Fetch, &["more than 3"]))),
+            (
+                "redirect to file:",
+                refused.map(|c| (c, &["not an http(s) URL"][..])),
+            ),
+            ("404", Some((ErrorCode::Fetch, &["HTTP 404"]))),
+            (
+                "metadata stays closed",
+                refused.map(|c| (c, &["cloud metadata"][..])),
+            ),
+        ],
+    );
+    assert_eq!(
+        files.requests_for("loop").len(),
+        4,
+        "the first request and 3 redirects"
+    );
+
+    // Listed hosts may resolve anywhere, but a redirect off them is checked again; local
+    // files under the root only.
+    let (resp, _) = call(
+        &client,
+        "hosts.encode",
+        &request(vec![
+            uri(&named("cat.png")),
+            uri(&lo("cat.png")),
+            uri(&named("to-loopback")),
+            uri(inside),
+            uri("inside.png"),
+            uri(&format!("file://{inside}")),
+            uri(&format!(
+                "{root_str}/../{}/secret.png",
+                outside.path().file_name().unwrap().to_str().unwrap()
+            )),
+            uri("link.png"),
+            uri(secret.to_str().unwrap()),
+        ]),
+    )
+    .await;
+    expect_docs(
+        &resp,
+        &[
+            ("listed name", None),
+            (
+                "unlisted ip",
+                refused.map(|c| (c, &["127.0.0.1", "loopback"][..])),
+            ),
+            (
+                "redirect off the list",
+                refused.map(|c| (c, &["redirected", "127.0.0.1"][..])),
+            ),
+            ("under the root", None),
+            ("relative to the root", None),
+            ("file uri under the root", None),
+            ("dot-dot", refused.map(|c| (c, &[".."][..]))),
+            ("symlink out", refused.map(|c| (c, &["outside"][..]))),
+            ("absolute outside", refused.map(|c| (c, &["outside"][..]))),
+        ],
+    );
+}

@@ -7,6 +7,7 @@ pub mod nats;
 pub mod serve;
 pub mod shutdown;
 pub mod submit;
+pub mod uri;
 
 use crate::client::ClientError;
 use crate::docio::{self, lines, InputDoc};

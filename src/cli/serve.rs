@@ -4,10 +4,10 @@ use super::args::EngineArgs;
 use super::duration::{format_duration, parse_duration};
 use super::nats::NatsArgs;
 use super::shutdown::{start_watchdog, StopSignals, EXIT_GRACE};
+use super::uri::UriArgs;
 use crate::batch::{BatchConfig, Pipeline};
 use crate::defaults;
 use crate::engine::Engine;
-use crate::preprocess::fetch::FetchPolicy;
 use crate::preprocess::input::{Document, PixelTensor};
 use crate::protocol::{Limits, Subjects};
 use crate::telemetry::{self, metrics::Metrics, Health};
@@ -94,15 +94,8 @@ pub struct ServeArgs {
     /// Bytes of one document's blob or tensor (object-store images included).
     #[arg(long, env = "CLIP_WORKER_MAX_DOC_BYTES", default_value_t = defaults::MAX_DOC_BYTES)]
     pub max_doc_bytes: usize,
-    /// Let documents name local files on the worker (off: remote callers must not read its disk).
-    #[arg(long, env = "CLIP_WORKER_ALLOW_LOCAL_FILES", default_value_t = false)]
-    pub allow_local_files: bool,
-    /// Fetch http(s) URIs named by documents.
-    #[arg(long, env = "CLIP_WORKER_ALLOW_HTTP", default_value_t = true, action = clap::ArgAction::Set)]
-    pub allow_http: bool,
-    /// Time limit for fetching one http(s) URI.
-    #[arg(long, env = "CLIP_WORKER_FETCH_TIMEOUT", default_value = format_duration(defaults::FETCH_TIMEOUT), value_parser = parse_duration)]
-    pub fetch_timeout: Duration,
+    #[command(flatten)]
+    pub uri: UriArgs,
 
     /// On SIGTERM/SIGINT, time allowed to finish in-flight work before exiting.
     #[arg(long, env = "CLIP_WORKER_SHUTDOWN_TIMEOUT", default_value = format_duration(defaults::SHUTDOWN_TIMEOUT), value_parser = parse_duration)]
@@ -135,6 +128,8 @@ pub enum ServeError {
     LoadAborted(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Metrics(#[from] crate::telemetry::http::ListenError),
+    #[error(transparent)]
+    LocalRoot(#[from] crate::preprocess::fetch::LocalRootError),
     #[error("the model failed its warm-up inference: {0}")]
     WarmUp(String),
 }
@@ -248,12 +243,8 @@ async fn start(
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
 ) -> Result<Started, ServeError> {
-    let fetch = FetchPolicy {
-        allow_local_files: args.allow_local_files,
-        allow_http: args.allow_http,
-        max_bytes: args.max_doc_bytes as u64,
-        timeout: args.fetch_timeout,
-    };
+    let fetches = args.uri.workers(args.max_doc_bytes as u64)?;
+    let fetch = fetches.policy().clone();
     let engine_args = args.engine.clone();
     // Fetching a missing model (minutes for the large ones) and loading it both block.
     let engine = tokio::task::spawn_blocking(move || -> Result<Engine, ServeError> {
@@ -308,6 +299,7 @@ async fn start(
         objects: Some(ObjectFetcher {
             jetstream: js.clone(),
         }),
+        fetches: Some(fetches),
         client: client.clone(),
     });
 

@@ -1,100 +1,126 @@
 //! Loading the bytes a URI names: `data:` URIs, http(s) URLs and (when allowed) local files.
+//!
+//! The CLI reads any local file and any URL, as its user could. `serve` takes URIs from remote
+//! callers: it refuses local paths outside `--allow-local-root` and addresses that are not
+//! public (see [`address`]) unless opened up, and bounds every fetch in time and size.
+
+pub mod address;
+mod http;
+mod local;
+mod workers;
 
 use crate::error::{DocError, ErrorCode};
 use base64::Engine as _;
-use std::io::Read;
+pub use http::NetworkPolicy;
+pub use local::{LocalFiles, LocalRootError};
 use std::time::Duration;
+pub use workers::FetchWorkers;
 
 /// What URIs may be fetched, and how much.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchPolicy {
-    /// Read local paths (and `file://`). On for the CLI; off by default for the service, where a
-    /// remote caller must not read the worker's disk.
-    pub allow_local_files: bool,
+pub struct FetchConfig {
+    /// Which local paths (and `file://` URIs) may be read.
+    pub local_files: LocalFiles,
     /// Fetch `http://` and `https://` URLs.
     pub allow_http: bool,
+    /// Which addresses http(s) fetches may connect to.
+    pub network: NetworkPolicy,
     /// Largest body accepted, in bytes.
     pub max_bytes: u64,
-    /// Whole-request timeout for remote fetches.
+    /// Time to establish one connection.
+    pub connect_timeout: Duration,
+    /// Time for a whole fetch: every redirect, and the body.
     pub timeout: Duration,
+    /// Redirects followed (each one checked like the first URL).
+    pub max_redirects: u32,
+}
+
+impl FetchConfig {
+    /// The CLI's: local files and any address, as the machine's user could read them.
+    pub fn cli() -> Self {
+        FetchConfig {
+            local_files: LocalFiles::Anywhere,
+            allow_http: true,
+            network: NetworkPolicy::any_address(),
+            max_bytes: crate::defaults::MAX_DOC_BYTES as u64,
+            connect_timeout: crate::defaults::FETCH_CONNECT_TIMEOUT,
+            timeout: crate::defaults::FETCH_TIMEOUT,
+            max_redirects: crate::defaults::MAX_REDIRECTS,
+        }
+    }
+
+    /// The service's defaults: no local files, public addresses only.
+    pub fn service() -> Self {
+        FetchConfig {
+            local_files: LocalFiles::Refused,
+            network: NetworkPolicy::public_only(),
+            ..Self::cli()
+        }
+    }
+}
+
+/// A [`FetchConfig`] and the one HTTP client (with its connection pool) built for it; cheap to
+/// clone, shared by every fetch.
+#[derive(Debug, Clone)]
+pub struct FetchPolicy {
+    config: FetchConfig,
+    agent: ureq::Agent,
 }
 
 impl Default for FetchPolicy {
     fn default() -> Self {
-        FetchPolicy {
-            allow_local_files: true,
-            allow_http: true,
-            max_bytes: crate::defaults::MAX_DOC_BYTES as u64,
-            timeout: crate::defaults::FETCH_TIMEOUT,
-        }
+        FetchPolicy::new(FetchConfig::cli())
     }
 }
 
 impl FetchPolicy {
-    /// Returns the bytes behind `uri`.
+    pub fn new(config: FetchConfig) -> Self {
+        FetchPolicy {
+            agent: http::agent(&config),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &FetchConfig {
+        &self.config
+    }
+
+    /// Returns the bytes behind `uri` (blocking: network and disk).
     pub fn fetch(&self, uri: &str) -> Result<Vec<u8>, DocError> {
         if let Some(rest) = uri.strip_prefix("data:") {
             return self.limit(decode_data_uri(rest)?);
         }
-        let lower = uri.get(..8).unwrap_or(uri).to_ascii_lowercase();
-        if lower.starts_with("http://") || lower.starts_with("https://") {
-            return self.fetch_http(uri);
+        if is_http(uri) {
+            if !self.config.allow_http {
+                return Err(refused(format!(
+                    "`{uri}`: this worker fetches no http(s) URIs"
+                )));
+            }
+            return http::fetch(&self.agent, &self.config, uri);
         }
-        let path = uri.strip_prefix("file://").unwrap_or(uri);
-        if !self.allow_local_files {
-            return Err(DocError::new(
-                ErrorCode::InvalidDocument,
-                format!(
-                    "`{uri}` is not a data: or http(s) URI, and reading local files is disabled"
-                ),
-            ));
-        }
-        let meta = std::fs::metadata(path).map_err(|_| {
-            DocError::new(
-                ErrorCode::NotFound,
-                format!("`{uri}` is not a URL or a valid local path"),
-            )
-        })?;
-        if !meta.is_file() {
-            return Err(DocError::new(
-                ErrorCode::NotFound,
-                format!("`{uri}` is not a regular file"),
-            ));
-        }
-        if meta.len() > self.max_bytes {
-            return Err(too_large(meta.len(), self.max_bytes));
-        }
-        std::fs::read(path)
-            .map_err(|e| DocError::new(ErrorCode::NotFound, format!("cannot read `{uri}`: {e}")))
-    }
-
-    fn fetch_http(&self, url: &str) -> Result<Vec<u8>, DocError> {
-        if !self.allow_http {
-            return Err(DocError::new(
-                ErrorCode::InvalidDocument,
-                format!("fetching `{url}` is disabled (http URIs are not allowed)"),
-            ));
-        }
-        let agent = ureq::AgentBuilder::new().timeout(self.timeout).build();
-        let resp = agent
-            .get(url)
-            .set("User-Agent", "Mozilla/5.0")
-            .call()
-            .map_err(|e| DocError::new(ErrorCode::Fetch, format!("cannot fetch `{url}`: {e}")))?;
-        let mut body = Vec::new();
-        resp.into_reader()
-            .take(self.max_bytes + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| DocError::new(ErrorCode::Fetch, format!("cannot read `{url}`: {e}")))?;
-        self.limit(body)
+        self.config.local_files.read(uri, self.config.max_bytes)
     }
 
     fn limit(&self, bytes: Vec<u8>) -> Result<Vec<u8>, DocError> {
-        if bytes.len() as u64 > self.max_bytes {
-            return Err(too_large(bytes.len() as u64, self.max_bytes));
+        if bytes.len() as u64 > self.config.max_bytes {
+            return Err(too_large(bytes.len() as u64, self.config.max_bytes));
         }
         Ok(bytes)
     }
+}
+
+/// Whether loading `uri` means I/O (network or disk) rather than decoding it in place.
+pub fn needs_io(uri: &str) -> bool {
+    !uri.starts_with("data:")
+}
+
+fn is_http(uri: &str) -> bool {
+    let scheme = uri.get(..8).unwrap_or(uri).to_ascii_lowercase();
+    scheme.starts_with("http://") || scheme.starts_with("https://")
+}
+
+fn refused(message: String) -> DocError {
+    DocError::new(ErrorCode::UriRefused, message)
 }
 
 fn too_large(size: u64, max: u64) -> DocError {
@@ -151,23 +177,34 @@ mod tests {
             p.fetch("data:image/png;base64,@@@").unwrap_err().code,
             ErrorCode::InvalidDocument
         );
+        let small = FetchPolicy::new(FetchConfig {
+            max_bytes: 2,
+            ..FetchConfig::service()
+        });
+        assert_eq!(
+            small.fetch("data:,abc").unwrap_err().code,
+            ErrorCode::TooLarge
+        );
     }
 
     #[test]
-    fn local_files_obey_the_policy_and_limits() {
+    fn the_service_refuses_local_files_and_disabled_http() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("x.bin");
         std::fs::write(&f, [7u8; 10]).unwrap();
         let uri = f.to_str().unwrap();
-        let mut p = FetchPolicy::default();
-        assert_eq!(p.fetch(uri).unwrap(), vec![7u8; 10]);
-        assert_eq!(
-            p.fetch(&format!("{uri}.missing")).unwrap_err().code,
-            ErrorCode::NotFound
-        );
-        p.max_bytes = 5;
-        assert_eq!(p.fetch(uri).unwrap_err().code, ErrorCode::TooLarge);
-        p.allow_local_files = false;
-        assert_eq!(p.fetch(uri).unwrap_err().code, ErrorCode::InvalidDocument);
+        assert_eq!(FetchPolicy::default().fetch(uri).unwrap(), vec![7u8; 10]);
+        let service = FetchPolicy::new(FetchConfig::service());
+        for uri in [uri.to_string(), format!("file://{uri}")] {
+            let err = service.fetch(&uri).unwrap_err();
+            assert_eq!(err.code, ErrorCode::UriRefused, "{err}");
+        }
+        let no_http = FetchPolicy::new(FetchConfig {
+            allow_http: false,
+            ..FetchConfig::service()
+        });
+        let err = no_http.fetch("HTTPS://example.com/a.png").unwrap_err();
+        assert_eq!(err.code, ErrorCode::UriRefused);
+        assert!(needs_io("https://example.com/a.png") && !needs_io("data:,x"));
     }
 }

@@ -406,7 +406,8 @@ pub fn rejection_reason(code: ErrorCode) -> Option<&'static str> {
         | ErrorCode::InvalidDocument
         | ErrorCode::ImageDecode
         | ErrorCode::UnsupportedImage
-        | ErrorCode::NotFound => Some("bad_document"),
+        | ErrorCode::NotFound
+        | ErrorCode::UriRefused => Some("bad_document"),
         // Timeout and Unavailable are the client's own codes; a worker never answers them.
         ErrorCode::Fetch
         | ErrorCode::Inference

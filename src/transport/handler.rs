@@ -4,15 +4,20 @@ use super::objects::ObjectFetcher;
 use crate::batch::{Admission, Pipeline};
 use crate::engine::{rank_embedded, Embedded};
 use crate::error::{DocError, ErrorCode};
-use crate::preprocess::input::Document;
+use crate::preprocess::fetch::{needs_io, FetchWorkers};
+use crate::preprocess::input::{Content, Document};
 use crate::protocol::{
     self, embedding_payload, into_documents, EmbeddingDtype, IncomingDoc, IncomingRequest, JobKind,
     Limits, Response, ResultDoc, Scores, WireDoc,
 };
+use futures::StreamExt;
 use std::sync::Arc;
 
 /// Bytes kept free for reply headers (protocol, job id, service error) under `max_payload`.
 const REPLY_HEADER_ROOM: usize = 1024;
+
+/// Documents of one request loaded (object store, URIs) at once.
+const LOADS_PER_REQUEST: usize = 64;
 
 /// How a request waits for capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +33,8 @@ pub struct Handler {
     pub model: String,
     pub limits: Limits,
     pub objects: Option<ObjectFetcher>,
+    /// Loads the URIs of documents off the preprocess pool; without it the pool loads them.
+    pub fetches: Option<FetchWorkers>,
     /// The connection replies go out on; its server's `max_payload` bounds a reply.
     pub client: async_nats::Client,
 }
@@ -83,33 +90,42 @@ impl Handler {
         let dtype = params.embedding_dtype.unwrap_or_default();
 
         // Flatten roots and matches into one list of slots, remembering the shape.
-        let mut slots: Vec<Slot> = Vec::new();
+        let mut pending: Vec<Result<(IncomingDoc, usize), Slot>> = Vec::new();
         let mut shape: Vec<(usize, usize)> = Vec::new(); // (root slot, number of matches)
         for (i, mut doc) in req.docs.into_iter().enumerate() {
             let matches = std::mem::replace(&mut doc.matches, Ok(Vec::new()));
-            let root = slots.len();
+            let root = pending.len();
             if kind == JobKind::Encode {
-                slots.push(self.slot(doc, i).await);
+                pending.push(Ok((doc, i)));
                 continue;
             }
             match matches {
                 Ok(matches) => {
-                    slots.push(self.slot(doc, i).await);
+                    pending.push(Ok((doc, i)));
                     shape.push((root, matches.len()));
-                    for (j, m) in matches.into_iter().enumerate() {
-                        slots.push(self.slot(m, j).await);
-                    }
+                    pending.extend(matches.into_iter().enumerate().map(|(j, m)| Ok((m, j))));
                 }
                 // Unreadable `matches`: the query fails without being embedded.
                 Err(e) => {
-                    slots.push(Slot {
+                    pending.push(Err(Slot {
                         id: doc.id.unwrap_or_else(|| i.to_string()),
                         doc: Err(e),
-                    });
+                    }));
                     shape.push((root, 0));
                 }
             }
         }
+        // Loads (objects, URIs) overlap, a bounded number at once, in order.
+        let slots: Vec<Slot> = futures::stream::iter(pending)
+            .map(|p| async move {
+                match p {
+                    Ok((doc, position)) => self.slot(doc, position).await,
+                    Err(failed) => failed,
+                }
+            })
+            .buffered(LOADS_PER_REQUEST)
+            .collect()
+            .await;
 
         let valid: Vec<Document> = slots
             .iter()
@@ -153,7 +169,7 @@ impl Handler {
         let id = incoming.id.unwrap_or_else(|| position.to_string());
         let doc = match incoming.doc {
             Err(e) => Err(e),
-            Ok(doc) => self.resolve(doc, &id).await,
+            Ok(doc) => self.load_uri(self.resolve(doc, &id).await).await,
         };
         Slot { id, doc }
     }
@@ -177,6 +193,28 @@ impl Handler {
             }
             .and_then(|d| into_documents(d, id.to_string())),
         }
+    }
+
+    /// A document whose content is a URI needing I/O gets its bytes here, on the fetch workers.
+    async fn load_uri(&self, doc: Result<Document, DocError>) -> Result<Document, DocError> {
+        let mut doc = doc?;
+        let Some(fetches) = &self.fetches else {
+            return Ok(doc);
+        };
+        let uri = match doc.content()? {
+            Content::Uri(uri) if needs_io(uri) => uri.to_string(),
+            _ => return Ok(doc),
+        };
+        let bytes = fetches.fetch(uri.clone()).await?;
+        if bytes.is_empty() {
+            return Err(DocError::new(
+                ErrorCode::ImageDecode,
+                format!("`{uri}` has no content"),
+            ));
+        }
+        doc.blob = Some(bytes);
+        doc.uri = None;
+        Ok(doc)
     }
 }
 

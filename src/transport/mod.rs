@@ -22,6 +22,7 @@ pub fn service_error_code(code: ErrorCode) -> u16 {
         | ErrorCode::UnsupportedImage
         | ErrorCode::ModelMismatch => 400,
         ErrorCode::NotFound => 404,
+        ErrorCode::UriRefused => 403,
         ErrorCode::TooLarge => 413,
         ErrorCode::Overloaded | ErrorCode::ShuttingDown | ErrorCode::Unavailable => 503,
         ErrorCode::Timeout => 504,

@@ -1,9 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! A small HTTP/1.1 file server on 127.0.0.1 for download tests: serves byte ranges, injects
-//! faults (an error status, a corrupted body, a connection dropped mid-body) on chosen requests,
-//! can throttle bodies, and records every request it answers.
+//! A small HTTP/1.1 file server on 127.0.0.1 for download and fetch tests: serves byte ranges
+//! (with a chosen content type), redirects, injects faults (an error status, a corrupted body, a
+//! connection dropped mid-body) on chosen requests, can throttle bodies, and records every
+//! request it answers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +33,10 @@ pub struct Request {
 #[derive(Default)]
 struct State {
     files: HashMap<String, Vec<u8>>,
+    content_types: HashMap<String, String>,
+    redirects: HashMap<String, String>,
+    /// Paths served without `Content-Length` (the body ends when the connection closes).
+    unannounced: HashSet<String>,
     faults: HashMap<String, VecDeque<Fault>>,
     requests: Vec<Request>,
     chunk_delay: Option<Duration>,
@@ -79,6 +84,34 @@ impl FileServer {
             .unwrap()
             .files
             .insert(path.trim_start_matches('/').to_string(), bytes);
+    }
+
+    /// Serves `bytes` at `/<path>` with this `Content-Type`.
+    pub fn put_typed(&self, path: &str, bytes: Vec<u8>, content_type: &str) {
+        self.put(path, bytes);
+        self.state.lock().unwrap().content_types.insert(
+            path.trim_start_matches('/').to_string(),
+            content_type.into(),
+        );
+    }
+
+    /// Serves `bytes` at `/<path>` without announcing their length.
+    pub fn put_unannounced(&self, path: &str, bytes: Vec<u8>) {
+        self.put(path, bytes);
+        self.state
+            .lock()
+            .unwrap()
+            .unannounced
+            .insert(path.trim_start_matches('/').to_string());
+    }
+
+    /// Answers every request of `/<path>` with `302 Found` to `location`.
+    pub fn redirect(&self, path: &str, location: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .redirects
+            .insert(path.trim_start_matches('/').to_string(), location.into());
     }
 
     /// Queues a fault for the next request of `path` (faults apply in order, one per request).
@@ -141,10 +174,17 @@ fn serve_one(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             }
         }
     }
-    let (file, fault, delay) = {
+    let (file, fault, delay, content_type, redirect, unannounced) = {
         let mut s = state.lock().unwrap();
         let fault = s.faults.get_mut(&path).and_then(|q| q.pop_front());
-        (s.files.get(&path).cloned(), fault, s.chunk_delay)
+        (
+            s.files.get(&path).cloned(),
+            fault,
+            s.chunk_delay,
+            s.content_types.get(&path).cloned(),
+            s.redirects.get(&path).cloned(),
+            s.unannounced.contains(&path),
+        )
     };
     let mut conn = conn;
     let record = |status: u16| {
@@ -154,6 +194,15 @@ fn serve_one(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             status,
         })
     };
+    if let Some(location) = redirect {
+        record(302);
+        write!(
+            conn,
+            "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        conn.flush()?;
+        return conn.shutdown(Shutdown::Both);
+    }
     let Some(file) = file else {
         record(404);
         return write_empty(&mut conn, 404);
@@ -183,11 +232,19 @@ fn serve_one(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     } else {
         (200, String::new())
     };
+    let extra = match content_type {
+        Some(t) => format!("{extra}Content-Type: {t}\r\n"),
+        None => extra,
+    };
     record(status);
+    let length = if unannounced {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
     write!(
         conn,
-        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{extra}Accept-Ranges: bytes\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {status} X\r\n{length}{extra}Accept-Ranges: bytes\r\nConnection: close\r\n\r\n"
     )?;
     let send = match fault {
         Some(Fault::DropAfter(n)) => &body[..n.min(body.len())],
