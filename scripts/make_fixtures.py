@@ -10,7 +10,8 @@ What it writes (relative to the repository root):
   a white image, for the inference-error tests (scripts/fixtures/failing_model.py).
 * ``tests/fixtures/text/tokens.json``: reference CLIP BPE token ids (scripts/fixtures/ref_text.py).
 * ``tests/fixtures/images/`` + ``images/reference.json``: test images and their reference
-  preprocessing (scripts/fixtures/ref_image.py).
+  preprocessing (scripts/fixtures/ref_image.py, then scripts/fixtures/ref_formats.py for ICO,
+  PNM, TGA and TIFF variants).
 * ``tests/fixtures/reference/embeddings.json``: raw (not normalised) embeddings computed with
   onnxruntime in Python exactly as the original CLIPOnnxEncoder runs the graphs (CPU execution
   provider, ORT_ENABLE_ALL, minibatches of 32, int32 ids zero-padded to 77 with a 1/0 mask),
@@ -246,12 +247,18 @@ def step_text() -> None:
 
 
 def step_images() -> None:
+    import ref_formats
     import ref_image
 
     # ref_image.main(argv): argv[1] is the output folder; returns an exit status.
     rc = ref_image.main([ref_image.__file__, str(IMAGES_DIR)])
     if rc:
         raise SystemExit(f"ref_image.main returned {rc}")
+    # ICO, PNM, TGA and TIFF variants, made from the fixtures ref_image.py just wrote; they
+    # append their entries to images/reference.json.
+    rc = ref_formats.main([ref_formats.__file__, str(IMAGES_DIR)])
+    if rc:
+        raise SystemExit(f"ref_formats.main returned {rc}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 //!
 //! `tests/fixtures/images/reference.json` and `crops/*.png` are produced by
 //! `scripts/fixtures/ref_image.py` with Pillow 13 (the CLIP-as-service pipeline: open, bicubic
-//! resize in the image's own mode, centre crop, `convert('RGB')`). Every crop must match bit for
+//! resize in the image's own mode, centre crop, `convert('RGB')`); `scripts/fixtures/ref_formats.py`
+//! adds ICO, PNM, TGA and TIFF variants, recorded by crop hash only. Every crop must match bit for
 //! bit, lossy formats included (JPEG through the libjpeg-turbo-exact decoder, lossy WebP, AVIF
 //! through rav1d + libyuv's conversion): no tolerance, and every reference case must say
 //! `expect: "exact"`, so a decoder off by one level fails.

@@ -35,7 +35,7 @@ pub(crate) fn crop_offset(dim: usize, s: usize) -> usize {
 /// Cut the `s×s` window at (`left`, `top`) out of an image (used when no resize is needed).
 pub(crate) fn crop(image: &PilImage, left: usize, top: usize, s: usize) -> PilImage {
     let mut out = image.blank_like(s, s);
-    if image.mode == Mode::I16 {
+    if matches!(image.mode, Mode::I16 | Mode::I) {
         for (y, row) in out.data16.chunks_exact_mut(s).enumerate() {
             let start = (top + y) * image.width + left;
             row.copy_from_slice(&image.data16[start..start + s]);

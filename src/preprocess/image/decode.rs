@@ -7,9 +7,12 @@
 //! | PNG | png (raw samples) | `1`, `L`, `LA`, `P`, `RGB`, `RGBA`, `I;16` |
 //! | GIF | gif (indices) | `P`, or `L` for an identity grey palette |
 //! | BMP | image | `RGB`, `RGBA`, `P`, or `L`/`1` for a grey palette |
-//! | TIFF | image | `1`, `L`, `RGB`, `RGBA`, `I;16` (not CMYK, palette, grey+alpha, 16-bit colour) |
+//! | TIFF | `super::tiff` (tiff crate, Pillow's mode table) | `1`, `L`, `LA`, `P`, `RGB`, `RGBA`, `CMYK`, `I;16` |
 //! | WebP | image | `RGB`, `RGBA` |
 //! | AVIF | `super::avif` (rav1d + libyuv arithmetic, 8-bit) | `RGB`, `RGBA`, `L` (4:0:0) |
+//! | ICO | `super::ico` (PNG frames via `png`) | PNG modes, or `RGBA` for bitmap frames |
+//! | PNM | `super::pnm` | `1`, `L`, `I` (16-bit grey), `RGB` |
+//! | TGA | `super::tga` | `1`, `L`, `LA`, `P`, `RGB`, `RGBA` |
 //!
 //! HEIF/HEIC, JPEG 2000, JPEG XL and a few other formats Pillow may open are recognised and
 //! reported as [`ImageError::Unsupported`] (as are 10/12-bit AVIFs). Every decoder checks
@@ -34,6 +37,9 @@ pub(crate) enum Format {
     Tiff,
     WebP,
     Avif,
+    Ico,
+    Pnm,
+    Tga,
     /// Recognised but not decodable here; the name of the format.
     Unsupported(&'static str),
     Unknown,
@@ -79,11 +85,15 @@ pub(crate) fn sniff(b: &[u8]) -> Format {
     } else if at(0, b"\xFF\x0A") || at(0, b"\0\0\0\x0CJXL \r\n\x87\n") {
         Format::Unsupported("JPEG XL")
     } else if at(0, b"\0\0\x01\0") {
-        Format::Unsupported("ICO")
+        Format::Ico
     } else if at(0, b"8BPS") {
         Format::Unsupported("PSD")
-    } else if b.len() >= 2 && b[0] == b'P' && (b'1'..=b'7').contains(&b[1]) {
-        Format::Unsupported("PNM")
+    } else if b.len() >= 2 && b[0] == b'P' && b"0123456fy".contains(&b[1]) {
+        // Pillow's PPM plugin test (its float and test-only variants are refused later).
+        Format::Pnm
+    } else if super::tga::looks_like_tga(b) {
+        // No magic number: Pillow tries TGA after the formats that have one.
+        Format::Tga
     } else {
         Format::Unknown
     }
@@ -104,9 +114,12 @@ pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> Result<PilImage, ImageErr
         Format::Png => run(png),
         Format::Gif => run(gif),
         Format::Bmp => run(bmp),
-        Format::Tiff => run(tiff),
+        Format::Tiff => run(super::tiff::decode),
         Format::WebP => run(webp),
         Format::Avif => run(super::avif::decode),
+        Format::Ico => run(super::ico::decode),
+        Format::Pnm => run(super::pnm::decode),
+        Format::Tga => run(super::tga::decode),
         Format::Unsupported(name) => Err(ImageError::Unsupported(format!(
             "{name} images cannot be decoded by this build"
         ))),
@@ -121,7 +134,7 @@ fn decode_err(format: &str) -> impl Fn(String) -> ImageError + '_ {
 // ---------------------------------------------------------------------------------------------
 // PNG
 
-fn png(bytes: &[u8], max_pixels: u64) -> Result<PilImage, ImageError> {
+pub(super) fn png(bytes: &[u8], max_pixels: u64) -> Result<PilImage, ImageError> {
     use png::{BitDepth, ColorType};
     let err = decode_err("PNG");
     // The pixel limit below is ours; the crate's byte limit would refuse large valid images.
@@ -370,58 +383,6 @@ fn read_image<D: ImageDecoder>(dec: D, format: &str) -> Result<Vec<u8>, ImageErr
 }
 
 // ---------------------------------------------------------------------------------------------
-// TIFF
-
-fn tiff(bytes: &[u8], max_pixels: u64) -> Result<PilImage, ImageError> {
-    use image::{ColorType, ExtendedColorType};
-    let mut dec = image::codecs::tiff::TiffDecoder::new(Cursor::new(bytes))
-        .map_err(|e| image_err("TIFF", e))?;
-    let (w, h) = dec.dimensions();
-    let (w, h) = (w as usize, h as usize);
-    check_pixels(w, h, max_pixels)?;
-    dec.set_limits(image::Limits::no_limits())
-        .map_err(|e| image_err("TIFF", e))?;
-    let color = dec.color_type();
-    let original = dec.original_color_type();
-    let mode = match (color, original) {
-        // The image crate converts CMYK to RGB with its own formula; Pillow keeps CMYK.
-        (_, ExtendedColorType::Cmyk8 | ExtendedColorType::Cmyk16) => {
-            return Err(ImageError::Unsupported(
-                "TIFF: CMYK TIFF images cannot be decoded exactly by this build".to_owned(),
-            ))
-        }
-        (ColorType::L8, ExtendedColorType::L1) => Mode::One,
-        (ColorType::L8, _) => Mode::L,
-        (ColorType::La8, _) => Mode::La,
-        (ColorType::Rgb8, _) => Mode::Rgb,
-        (ColorType::Rgba8, _) => Mode::Rgba,
-        (ColorType::L16, _) => Mode::I16,
-        (other, _) => {
-            return Err(ImageError::Unsupported(format!(
-                "TIFF: {other:?} samples are not supported"
-            )))
-        }
-    };
-    let data = read_image(dec, "TIFF")?;
-    Ok(match mode {
-        Mode::I16 => PilImage::new_i16(
-            w,
-            h,
-            data.chunks_exact(2)
-                .map(|p| u16::from_ne_bytes([p[0], p[1]]))
-                .collect(),
-        ),
-        Mode::One => PilImage::new_u8(
-            w,
-            h,
-            Mode::One,
-            data.iter().map(|&v| if v != 0 { 255 } else { 0 }).collect(),
-        ),
-        _ => PilImage::new_u8(w, h, mode, data),
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
 // WebP
 
 fn webp(bytes: &[u8], max_pixels: u64) -> Result<PilImage, ImageError> {
@@ -464,6 +425,16 @@ mod tests {
             sniff(b"\0\0\0\x1cftypheic"),
             Format::Unsupported("HEIF/HEIC")
         );
+        assert_eq!(sniff(b"\0\0\x01\0\x01\0"), Format::Ico);
+        assert_eq!(sniff(b"P6\n1 1\n255\n"), Format::Pnm);
+        assert_eq!(sniff(b"Pf\n"), Format::Pnm);
+        assert_eq!(sniff(b"P7\n"), Format::Unknown);
+        let mut tga = [0u8; 18];
+        tga[2] = 2;
+        tga[12] = 1;
+        tga[14] = 1;
+        tga[16] = 24;
+        assert_eq!(sniff(&tga), Format::Tga);
         assert_eq!(sniff(b""), Format::Unknown);
         assert_eq!(sniff(b"hello world"), Format::Unknown);
         assert_eq!(sniff(b"RIFF\0\0\0\0WAVE"), Format::Unknown);
@@ -599,6 +570,31 @@ mod tests {
             decode(&big, DEFAULT_MAX),
             Err(ImageError::TooLarge { .. })
         ));
+        // Headers claiming huge sizes, with no pixel data.
+        let mut tga = vec![0u8; 18];
+        tga[2] = 2;
+        tga[12..16].copy_from_slice(&[0xff; 4]);
+        tga[16] = 24;
+        let mut ico = vec![
+            0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1, 0, 32, 0, 0, 0, 0, 0, 22, 0, 0, 0,
+        ];
+        ico.extend_from_slice(&40u32.to_le_bytes());
+        ico.extend_from_slice(&60000i32.to_le_bytes());
+        ico.extend_from_slice(&120000i32.to_le_bytes());
+        ico.extend_from_slice(&[1, 0, 32, 0]);
+        ico.extend_from_slice(&[0; 24]);
+        for bomb in [
+            &b"P5 100000 100000 255\n"[..],
+            b"P1 100000 100000\n",
+            &tga,
+            &ico,
+        ] {
+            assert!(
+                matches!(decode(bomb, DEFAULT_MAX), Err(ImageError::TooLarge { .. })),
+                "{:?}",
+                decode(bomb, DEFAULT_MAX)
+            );
+        }
         for format in [
             image::ImageFormat::Bmp,
             image::ImageFormat::Tiff,

@@ -17,6 +17,7 @@
 //! [`normalize_into`] does step 5. The pieces:
 //!
 //! - `decode`: format sniffing and decoders producing a Pillow-mode image;
+//! - `ico`, `pnm`, `tga`, `tiff`: the decoders of those formats;
 //! - `avif`: the AVIF decoder (AV1 via rav1d, libyuv-exact YUV→RGB);
 //! - `buffer`: the pixel-count guard and fallible allocation all decoders share;
 //! - `jpeg`: a JPEG decoder reproducing Pillow's libjpeg-turbo output bit for bit;
@@ -33,10 +34,14 @@ mod avif;
 mod buffer;
 mod crop;
 mod decode;
+mod ico;
 mod jpeg;
 mod mode;
 mod normalize;
+mod pnm;
 mod resample;
+mod tga;
+mod tiff;
 
 pub use normalize::normalize_into;
 
@@ -82,12 +87,12 @@ pub struct RgbCrop {
     pub data: Vec<u8>,
 }
 
-/// Decode an encoded image (JPEG, PNG, GIF, BMP, TIFF, WebP) and return its `size×size` RGB crop,
+/// Decode an encoded image (JPEG, PNG, GIF, BMP, TIFF, WebP, AVIF, ICO, PNM, TGA) and return its `size×size` RGB crop,
 /// exactly as CLIP-as-service's Pillow pipeline produces it.
 ///
 /// Images with more than `max_pixels` pixels are rejected with [`ImageError::TooLarge`] before
 /// any pixel buffer is allocated. Variants Pillow reads but this pipeline cannot reproduce exactly
-/// (arithmetic-coded JPEG, 10/12-bit AVIF, CMYK TIFF, ...) are [`ImageError::Unsupported`].
+/// (arithmetic-coded JPEG, 10/12-bit AVIF, premultiplied-alpha TIFF, ...) are [`ImageError::Unsupported`].
 pub fn preprocess_bytes(bytes: &[u8], size: u32, max_pixels: u64) -> Result<RgbCrop, ImageError> {
     check_size(size)?;
     let image = decode::decode(bytes, max_pixels)?;

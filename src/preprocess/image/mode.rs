@@ -24,17 +24,26 @@ pub(crate) enum Mode {
     Cmyk,
     /// `I;16`: 16-bit grey, resized with Pillow's 16-bit resampler.
     I16,
+    /// `I`: 32-bit signed grey. Only 16-bit PGM opens as `I` here, so the samples (0..=65535)
+    /// are kept in `data16`; the resampler keeps the pass between its two passes unclamped, as
+    /// Pillow's 32-bit resampler does.
+    I,
 }
 
 impl Mode {
     /// Interleaved samples per pixel.
     pub(crate) fn channels(self) -> usize {
         match self {
-            Mode::One | Mode::L | Mode::P | Mode::I16 => 1,
+            Mode::One | Mode::L | Mode::P | Mode::I16 | Mode::I => 1,
             Mode::La => 2,
             Mode::PRgb | Mode::Rgb => 3,
             Mode::Rgba | Mode::Cmyk => 4,
         }
+    }
+
+    /// `I;16` or `I`: samples live in `PilImage::data16`.
+    pub(crate) fn is_wide(self) -> bool {
+        matches!(self, Mode::I16 | Mode::I)
     }
 }
 
@@ -44,9 +53,9 @@ pub(crate) struct PilImage {
     pub width: usize,
     pub height: usize,
     pub mode: Mode,
-    /// Interleaved 8-bit samples, `width*height*channels` (empty for `I;16`).
+    /// Interleaved 8-bit samples, `width*height*channels` (empty for `I;16` and `I`).
     pub data: Vec<u8>,
-    /// `I;16` samples, `width*height` (empty otherwise).
+    /// `I;16` and `I` samples, `width*height` (empty otherwise).
     pub data16: Vec<u16>,
     /// `P` only: 256 RGB entries (768 bytes); entries missing from the file are black, as in
     /// Pillow.
@@ -55,7 +64,7 @@ pub(crate) struct PilImage {
 
 impl PilImage {
     pub(crate) fn new_u8(width: usize, height: usize, mode: Mode, data: Vec<u8>) -> Self {
-        debug_assert!(mode != Mode::I16 && mode != Mode::P);
+        debug_assert!(!mode.is_wide() && mode != Mode::P);
         debug_assert_eq!(data.len(), width * height * mode.channels());
         PilImage {
             width,
@@ -84,11 +93,17 @@ impl PilImage {
     }
 
     pub(crate) fn new_i16(width: usize, height: usize, data16: Vec<u16>) -> Self {
+        Self::new_wide(width, height, Mode::I16, data16)
+    }
+
+    /// An `I;16` or `I` image from its samples.
+    pub(crate) fn new_wide(width: usize, height: usize, mode: Mode, data16: Vec<u16>) -> Self {
+        debug_assert!(mode.is_wide());
         debug_assert_eq!(data16.len(), width * height);
         PilImage {
             width,
             height,
-            mode: Mode::I16,
+            mode,
             data: Vec::new(),
             data16,
             palette: Vec::new(),
@@ -102,12 +117,12 @@ impl PilImage {
             width,
             height,
             mode: self.mode,
-            data: if self.mode == Mode::I16 {
+            data: if self.mode.is_wide() {
                 Vec::new()
             } else {
                 vec![0; n * self.mode.channels()]
             },
-            data16: if self.mode == Mode::I16 {
+            data16: if self.mode.is_wide() {
                 vec![0; n]
             } else {
                 Vec::new()
@@ -161,8 +176,8 @@ impl PilImage {
                     ]);
                 }
             }
-            // I16 → RGB clips to 255 (Pillow 13), it does not scale.
-            Mode::I16 => {
+            // I;16 and I → RGB clip to 255 (Pillow 13), they do not scale.
+            Mode::I16 | Mode::I => {
                 for &v in &self.data16 {
                     let v = v.min(255) as u8;
                     out.extend_from_slice(&[v, v, v]);

@@ -132,7 +132,12 @@ pub(crate) fn resize_window(
         Mode::One | Mode::P | Mode::PRgb => nearest_window(image, new_w, new_h, left, top, s),
         Mode::I16 => {
             let mut out = image.blank_like(s, s);
-            out.data16 = bicubic16_window(image, new_w, new_h, left, top, s);
+            out.data16 = bicubic16_window::<u16>(image, new_w, new_h, left, top, s);
+            out
+        }
+        Mode::I => {
+            let mut out = image.blank_like(s, s);
+            out.data16 = bicubic16_window::<i32>(image, new_w, new_h, left, top, s);
             out
         }
         Mode::La | Mode::Rgba => {
@@ -351,12 +356,82 @@ fn vertical(src: &Rows<u8>, co: &Coeffs, k: &[i32], x0: usize, width: usize) -> 
 /// Pillow 13's 16-bit store: `CLIP16(ROUND_UP(ss))`.
 #[inline]
 fn store16(ss: f64) -> u16 {
-    let v = if ss >= 0.0 { ss + 0.5 } else { ss - 0.5 } as i32;
-    v.clamp(0, 65535) as u16
+    round_up(ss).clamp(0, 65535) as u16
 }
 
-/// The two-pass 16-bit (`I;16`) resampler: double coefficients and sums, 16-bit intermediate.
-fn bicubic16_window(
+/// Pillow's `ROUND_UP`: round half away from zero, then truncate to `int`.
+#[inline]
+fn round_up(ss: f64) -> i32 {
+    (if ss >= 0.0 { ss + 0.5 } else { ss - 0.5 }) as i32
+}
+
+/// A sample of the wide resamplers: `I;16` stores every pass clamped to 16 bits, `I` keeps
+/// 32-bit integers (negative and above 65535 included) between the two passes.
+trait WideSample: Copy + Default {
+    fn store(ss: f64) -> Self;
+    fn value(self) -> f64;
+}
+
+impl WideSample for u16 {
+    fn store(ss: f64) -> Self {
+        store16(ss)
+    }
+    fn value(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl WideSample for i32 {
+    fn store(ss: f64) -> Self {
+        round_up(ss)
+    }
+    fn value(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+/// One horizontal pass over a row: double coefficients and sums.
+fn wide_horizontal<S: WideSample, T: WideSample>(row: &[S], out: &mut [T], co: &Coeffs, x0: usize) {
+    for (xx, o) in out.iter_mut().enumerate() {
+        let (xmin, n) = (co.xmin[xx] - x0, co.n[xx]);
+        let k = &co.k[xx * co.ksize..xx * co.ksize + n];
+        let mut ss = 0.0f64;
+        for (&kv, &v) in k.iter().zip(&row[xmin..xmin + n]) {
+            ss += v.value() * kv;
+        }
+        *o = T::store(ss);
+    }
+}
+
+/// One vertical pass; same summation order as Pillow: per pixel, source rows in order, from 0.0.
+fn wide_vertical<S: WideSample, T: WideSample>(
+    src: &Rows<S>,
+    co: &Coeffs,
+    x0: usize,
+    width: usize,
+) -> Vec<T> {
+    let mut out = vec![T::default(); co.n.len() * width];
+    let mut acc = vec![0f64; width];
+    for (i, out_row) in out.chunks_exact_mut(width).enumerate() {
+        acc.fill(0.0);
+        let k = &co.k[i * co.ksize..i * co.ksize + co.n[i]];
+        for (j, &kv) in k.iter().enumerate() {
+            let row = &src.row(co.xmin[i] + j)[x0..x0 + width];
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += v.value() * kv;
+            }
+        }
+        for (o, &a) in out_row.iter_mut().zip(&acc) {
+            *o = T::store(a);
+        }
+    }
+    out
+}
+
+/// The two-pass wide resampler (`I;16` with `T = u16`, `I` with `T = i32`): double coefficients
+/// and sums, a `T` intermediate. The result is clamped to 0..=65535, which leaves what
+/// `convert('RGB')` (clip to 0..=255) makes of it unchanged.
+fn bicubic16_window<T: WideSample + Into<f64>>(
     image: &PilImage,
     new_w: usize,
     new_h: usize,
@@ -372,43 +447,14 @@ fn bicubic16_window(
         row0: r0,
         stride: w,
     };
-    let horizontal = |row: &[u16], out: &mut [u16], co: &Coeffs, x0: usize| {
-        for (xx, o) in out.iter_mut().enumerate() {
-            let (xmin, n) = (co.xmin[xx] - x0, co.n[xx]);
-            let k = &co.k[xx * co.ksize..xx * co.ksize + n];
-            let mut ss = 0.0f64;
-            for (&kv, &v) in k.iter().zip(&row[xmin..xmin + n]) {
-                ss += f64::from(v) * kv;
-            }
-            *o = store16(ss);
-        }
-    };
-    // Same summation order as Pillow: per pixel, source rows in order, starting from 0.0.
-    let vertical = |src: &Rows<u16>, co: &Coeffs, x0: usize, width: usize| -> Vec<u16> {
-        let mut out = vec![0u16; co.n.len() * width];
-        let mut acc = vec![0f64; width];
-        for (i, out_row) in out.chunks_exact_mut(width).enumerate() {
-            acc.fill(0.0);
-            let k = &co.k[i * co.ksize..i * co.ksize + co.n[i]];
-            for (j, &kv) in k.iter().enumerate() {
-                let row = &src.row(co.xmin[i] + j)[x0..x0 + width];
-                for (a, &v) in acc.iter_mut().zip(row) {
-                    *a += f64::from(v) * kv;
-                }
-            }
-            for (o, &a) in out_row.iter_mut().zip(&acc) {
-                *o = store16(a);
-            }
-        }
-        out
-    };
-    if plan.horizontal_first {
-        let mut temp = vec![0u16; (r1 - r0) * s];
+    let widen = |v: &[u16]| -> Vec<T> { v.iter().map(|&v| T::store(f64::from(v))).collect() };
+    let out: Vec<T> = if plan.horizontal_first {
+        let mut temp = vec![T::default(); (r1 - r0) * s];
         for (y, out_row) in (r0..r1).zip(temp.chunks_exact_mut(s)) {
             let row = src.row(y);
             match &plan.horiz {
-                Some(co) => horizontal(row, out_row, co, 0),
-                None => out_row.copy_from_slice(&row[left..left + s]),
+                Some(co) => wide_horizontal(row, out_row, co, 0),
+                None => out_row.copy_from_slice(&widen(&row[left..left + s])),
             }
         }
         let temp = Rows {
@@ -417,26 +463,27 @@ fn bicubic16_window(
             stride: s,
         };
         match &plan.vert {
-            Some(co) => vertical(&temp, co, 0, s),
+            Some(co) => wide_vertical(&temp, co, 0, s),
             None => temp.data.to_vec(),
         }
     } else {
         let (c0, c1) = plan.cols;
-        let vert_out = match &plan.vert {
-            Some(co) => vertical(&src, co, c0, c1 - c0),
+        let vert_out: Vec<T> = match &plan.vert {
+            Some(co) => wide_vertical(&src, co, c0, c1 - c0),
             None => (top..top + s)
-                .flat_map(|y| src.row(y)[c0..c1].iter().copied())
+                .flat_map(|y| widen(&src.row(y)[c0..c1]))
                 .collect(),
         };
-        let mut out = vec![0u16; s * s];
+        let mut out = vec![T::default(); s * s];
         for (row, out_row) in vert_out.chunks_exact(c1 - c0).zip(out.chunks_exact_mut(s)) {
             match &plan.horiz {
-                Some(co) => horizontal(row, out_row, co, c0),
+                Some(co) => wide_horizontal(row, out_row, co, c0),
                 None => out_row.copy_from_slice(&row[left - c0..left - c0 + s]),
             }
         }
         out
-    }
+    };
+    out.into_iter().map(|v| store16(v.into())).collect()
 }
 
 /// `ImagingScaleAffine`'s source index for each output position in `first..first+count`:
@@ -501,7 +548,7 @@ mod tests {
         for y in 0..s {
             for x in 0..s {
                 let px = resize_window_rect(image, new_w, new_h, left + x, top + y);
-                if image.mode == Mode::I16 {
+                if matches!(image.mode, Mode::I16 | Mode::I) {
                     out.data16[y * s + x] = px.data16[0];
                 } else {
                     out.data[(y * s + x) * ch..(y * s + x + 1) * ch].copy_from_slice(&px.data);
@@ -527,9 +574,12 @@ mod tests {
             .map(|i| ((i * 37 + (i / 7) * 11) % 256) as u8)
             .collect();
         match mode {
-            Mode::I16 => {
-                PilImage::new_i16(w, h, (0..w * h).map(|i| (i * 997 % 65536) as u16).collect())
-            }
+            Mode::I16 | Mode::I => PilImage::new_wide(
+                w,
+                h,
+                mode,
+                (0..w * h).map(|i| (i * 997 % 65536) as u16).collect(),
+            ),
             Mode::P => PilImage::new_p(
                 w,
                 h,
@@ -607,6 +657,7 @@ mod tests {
             Mode::Rgba,
             Mode::Cmyk,
             Mode::I16,
+            Mode::I,
             Mode::P,
             Mode::One,
         ] {
