@@ -156,8 +156,12 @@ pub fn image_pipeline(data: &[u8]) {
     }
 }
 
+/// Largest tensor the harness fills to its shape (a request's tensor is bounded by its bytes).
+const MAX_TENSOR_BYTES: usize = 1 << 20;
+
 /// A tensor from fuzz bytes: `rest[0]` picks the rank (0..=4) and whether the data length must
-/// match the shape, the next bytes are the dimensions, and the remainder is repeated to fill it.
+/// match the shape, the next bytes are the dimensions (at most 255 each), and the remainder is
+/// repeated to fill the shape.
 fn tensor_from(rest: &[u8]) -> PixelTensor {
     let Some((&head, rest)) = rest.split_first() else {
         return PixelTensor {
@@ -168,15 +172,14 @@ fn tensor_from(rest: &[u8]) -> PixelTensor {
     let rank = usize::from(head % 5);
     let (dims, pixels) = rest.split_at(rank.min(rest.len()));
     let shape: Vec<usize> = dims.iter().map(|&d| usize::from(d)).collect();
-    let data = if head & 0x80 != 0 {
+    // Filled only up to what a request may carry; larger shapes keep the bytes as given.
+    let total = shape.iter().product::<usize>();
+    let data = if head & 0x80 != 0 || total > MAX_TENSOR_BYTES {
         pixels.to_vec()
+    } else if pixels.is_empty() {
+        vec![0; total]
     } else {
-        let total = shape.iter().product::<usize>();
-        if pixels.is_empty() {
-            vec![0; total]
-        } else {
-            pixels.iter().copied().cycle().take(total).collect()
-        }
+        pixels.iter().copied().cycle().take(total).collect()
     };
     PixelTensor { shape, data }
 }
