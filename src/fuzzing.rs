@@ -5,8 +5,8 @@
 //! call these functions, so a crash found by a campaign reproduces as a plain test on its input.
 //! They are not used by the worker itself.
 
-use crate::engine::{Prepared, Preprocessor};
 use crate::engine::tokenizer::TextTokenizer;
+use crate::engine::{Prepared, Preprocessor};
 use crate::error::ErrorCode;
 use crate::model::spec::TokenizerKind;
 use crate::preprocess::fetch::FetchPolicy;
@@ -50,7 +50,11 @@ pub fn request(data: &[u8]) {
             let response = Response::failure(e.id, "fuzz", e.error);
             let bytes = protocol::encode(&response).unwrap_or_default();
             let back = protocol::decode_response(&bytes);
-            assert_eq!(back.as_ref().ok(), Some(&response), "failure reply round trip");
+            assert_eq!(
+                back.as_ref().ok(),
+                Some(&response),
+                "failure reply round trip"
+            );
             return;
         }
     };
