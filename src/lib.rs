@@ -12,6 +12,8 @@
 //! - [`transport`]: the NATS worker (request/reply service, JetStream jobs) around [`batch`].
 //! - [`client`]: the NATS client of running workers (packing, uploads, retries).
 //! - [`cli`]: the `clip-worker` commands, their flags and environment twins.
+//!
+//! [`fuzzing`] holds the fuzz-target bodies shared by `fuzz/` and the test suite.
 
 pub mod batch;
 pub mod cli;
@@ -20,6 +22,7 @@ pub mod defaults;
 pub mod docio;
 pub mod engine;
 pub mod error;
+pub mod fuzzing;
 pub mod model;
 pub mod preprocess;
 pub mod protocol;

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 /// From the inside out.
-const LAYERS: [&str; 12] = [
+const LAYERS: [&str; 13] = [
     "error",
     "defaults",
     "telemetry",
@@ -14,6 +14,7 @@ const LAYERS: [&str; 12] = [
     "engine",
     "batch",
     "protocol",
+    "fuzzing",
     "docio",
     "transport",
     "client",

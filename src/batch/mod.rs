@@ -554,4 +554,159 @@ mod tests {
         drop(runtime);
         pipeline.shutdown();
     }
+
+    /// What a fake document is: its content decides what the fake preprocessing does with it.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Kind {
+        Text,
+        Image,
+        /// Fails in preprocessing (as an undecodable image would).
+        Broken,
+    }
+
+    fn kind() -> impl proptest::strategy::Strategy<Value = Kind> {
+        use proptest::prelude::*;
+        prop_oneof![Just(Kind::Text), Just(Kind::Image), Just(Kind::Broken)]
+    }
+
+    /// Fake preprocessing: `t:ID` → text tokens `[ID]`, `i:ID` → pixels `[ID]`, `e:ID` → error.
+    fn fake_prepare(doc: &Document) -> Result<Prepared, DocError> {
+        let text = doc.text.as_deref().unwrap_or_default();
+        let id: u32 = text
+            .get(2..)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(u32::MAX);
+        match text.get(..2) {
+            Some("t:") => Ok(Prepared::Text(vec![id])),
+            Some("i:") => Ok(Prepared::Image(vec![id as f32])),
+            _ => Err(DocError::new(ErrorCode::InvalidDocument, text)),
+        }
+    }
+
+    fn fake_doc(kind: Kind, id: u32) -> Document {
+        let prefix = match kind {
+            Kind::Text => "t",
+            Kind::Image => "i",
+            Kind::Broken => "e",
+        };
+        Document::text(format!("{prefix}:{id}"))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 40,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Every document of every request gets exactly one answer, its own, in its request's
+        /// order; whatever the minibatch size, delay, pool size, replicas, and however the
+        /// requests and the towers' work interleave.
+        #[test]
+        fn every_document_is_answered_once_in_order(
+            requests in proptest::collection::vec(
+                (proptest::collection::vec(kind(), 0..12), 0u64..400), 1..6),
+            minibatch_size in 1usize..6,
+            delay_us in 0u64..2000,
+            preprocess_threads in 1usize..4,
+            chunks_per_request in 1usize..4,
+            replicas in 1usize..3,
+            tower_us in 0u64..300,
+        ) {
+            // The ids every tower saw, and the largest minibatch.
+            let seen: Arc<Mutex<Vec<u32>>> = Arc::default();
+            let largest = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let tower = |seen: Arc<Mutex<Vec<u32>>>, largest: Arc<std::sync::atomic::AtomicUsize>| {
+                move |ids: Vec<u32>| -> Result<Vec<Vec<f32>>, InferenceError> {
+                    largest.fetch_max(ids.len(), std::sync::atomic::Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_micros(tower_us));
+                    seen.lock().unwrap().extend(&ids);
+                    Ok(ids.iter().map(|&id| vec![id as f32]).collect())
+                }
+            };
+            let (text, image) = (
+                tower(seen.clone(), largest.clone()),
+                tower(seen.clone(), largest.clone()),
+            );
+            let config = BatchConfig {
+                minibatch_size,
+                max_batch_delay: Duration::from_micros(delay_us),
+                num_worker_preprocess: preprocess_threads,
+                chunks_per_request,
+                ..BatchConfig::default()
+            };
+            let pipeline = Pipeline::start_with(
+                Arc::new(fake_prepare),
+                move |b: &[&[u32]]| text(b.iter().map(|t| t[0]).collect()),
+                move |b: &[&[f32]]| image(b.iter().map(|p| p[0] as u32).collect()),
+                replicas,
+                config,
+            )
+            .unwrap();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            // Ids are unique across all requests.
+            let mut next_id = 0u32;
+            let sent: Vec<Vec<(Kind, u32)>> = requests
+                .iter()
+                .map(|(kinds, _)| {
+                    kinds
+                        .iter()
+                        .map(|&k| {
+                            next_id += 1;
+                            (k, next_id)
+                        })
+                        .collect()
+                })
+                .collect();
+            let tasks: Vec<_> = sent
+                .iter()
+                .zip(&requests)
+                .map(|(docs, (_, start_us))| {
+                    let p = pipeline.clone();
+                    let docs: Vec<Document> = docs.iter().map(|&(k, id)| fake_doc(k, id)).collect();
+                    let start = Duration::from_micros(*start_us);
+                    runtime.spawn(async move {
+                        tokio::time::sleep(start).await;
+                        let admission = p.admit(docs.len()).await.unwrap();
+                        p.embed(docs, &admission).await
+                    })
+                })
+                .collect();
+            for (task, docs) in tasks.into_iter().zip(&sent) {
+                let answers = runtime.block_on(task).unwrap();
+                proptest::prop_assert_eq!(answers.len(), docs.len());
+                for (answer, &(kind, id)) in answers.iter().zip(docs) {
+                    match (kind, answer) {
+                        (Kind::Text | Kind::Image, Ok(e)) => {
+                            let modality = if kind == Kind::Text { Modality::Text } else { Modality::Image };
+                            proptest::prop_assert_eq!(e.modality, modality);
+                            proptest::prop_assert_eq!(&e.embedding, &vec![id as f32]);
+                        }
+                        (Kind::Broken, Err(e)) => {
+                            proptest::prop_assert_eq!(e.code, ErrorCode::InvalidDocument);
+                            proptest::prop_assert_eq!(&e.message, &format!("e:{id}"));
+                        }
+                        _ => proptest::prop_assert!(false, "document {id} ({kind:?}) got {answer:?}"),
+                    }
+                }
+            }
+            drop(runtime);
+            pipeline.shutdown();
+            // Each valid document went through a tower exactly once.
+            let mut seen = seen.lock().unwrap().clone();
+            seen.sort_unstable();
+            let valid: Vec<u32> = sent
+                .iter()
+                .flatten()
+                .filter(|(k, _)| *k != Kind::Broken)
+                .map(|&(_, id)| id)
+                .collect();
+            proptest::prop_assert_eq!(seen, valid);
+            proptest::prop_assert!(largest.load(std::sync::atomic::Ordering::SeqCst) <= minibatch_size);
+        }
+    }
 }
