@@ -26,7 +26,10 @@ const SIZE: u32 = 224;
 
 /// Size classes and the generated files in each (width, height).
 const CLASSES: [(&str, &[(usize, usize)]); 2] = [
-    ("small", &[(320, 240), (500, 375), (640, 480), (427, 640), (640, 427)]),
+    (
+        "small",
+        &[(320, 240), (500, 375), (640, 480), (427, 640), (640, 427)],
+    ),
     ("photo", &[(1920, 1080), (2592, 1944), (3000, 4000)]),
 ];
 
@@ -213,7 +216,12 @@ fn fast_mode_cost(data: &[Vec<u8>]) -> Cost {
     };
     let pairs: Vec<(Vec<f32>, Vec<f32>)> = data
         .iter()
-        .map(|bytes| (tensor(bytes, ImageMode::Exact), tensor(bytes, ImageMode::Fast)))
+        .map(|bytes| {
+            (
+                tensor(bytes, ImageMode::Exact),
+                tensor(bytes, ImageMode::Fast),
+            )
+        })
         .filter(|(a, b)| a != b)
         .collect();
     cost.changed = pairs.len();
@@ -275,7 +283,11 @@ fn photo_like(width: usize, height: usize, seed: u64) -> Vec<u8> {
     let base = (width.min(height) / 3).max(8);
     let mut cell = base;
     while cell >= 1 {
-        add_noise(cell, 170.0 * (cell as f32 / base as f32).powf(0.4), &mut luma);
+        add_noise(
+            cell,
+            170.0 * (cell as f32 / base as f32).powf(0.4),
+            &mut luma,
+        );
         if cell * 8 >= base {
             add_noise(cell, 60.0, &mut cb);
             add_noise(cell, 60.0, &mut cr);

@@ -226,11 +226,17 @@ fn image_mode_is_exact_by_default_and_fast_on_request() {
     let jpeg = dir.path().join("photo.jpg");
     let img = image::RgbImage::from_fn(640, 480, |x, y| {
         let t = (x * 7 + y * 13) % 31;
-        image::Rgb([(x / 3) as u8, (y / 2) as u8, ((x + y) % 200) as u8 + t as u8])
+        image::Rgb([
+            (x / 3) as u8,
+            (y / 2) as u8,
+            ((x + y) % 200) as u8 + t as u8,
+        ])
     });
     let mut bytes = Vec::new();
-    img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90))
-        .unwrap();
+    img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+        &mut bytes, 90,
+    ))
+    .unwrap();
     std::fs::write(&jpeg, bytes).unwrap();
     let model = fixture_model_dir();
     let embed = |extra: &[&str], env: Option<&str>| -> Vec<f32> {
@@ -244,7 +250,11 @@ fn image_mode_is_exact_by_default_and_fast_on_request() {
             cmd.env("CLIP_WORKER_IMAGE_MODE", mode);
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         floats(&lines(&String::from_utf8_lossy(&out.stdout))[0]["embedding"])
     };
     let default = embed(&[], None);
@@ -252,7 +262,10 @@ fn image_mode_is_exact_by_default_and_fast_on_request() {
     let fast = embed(&["--image-mode", "fast"], None);
     assert_eq!(default, exact);
     assert_eq!(fast, embed(&[], Some("fast")));
-    assert_ne!(fast, exact, "fast mode must decode this JPEG at a reduced scale");
+    assert_ne!(
+        fast, exact,
+        "fast mode must decode this JPEG at a reduced scale"
+    );
     let dot: f32 = fast.iter().zip(&exact).map(|(a, b)| a * b).sum();
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!(dot / (norm(&fast) * norm(&exact)) > 0.99);

@@ -197,7 +197,11 @@ fn crops_match_pillow() {
 fn fast_mode_scales_only_large_jpegs() {
     assert_eq!(ImageMode::default(), ImageMode::Exact);
     // Too small for any DCT scale at S=224 (short side < 448), or not a JPEG: same bytes.
-    for file in ["jpeg_rgb_420.jpg", "jpeg_progressive_411x336.jpg", "png_rgb.png"] {
+    for file in [
+        "jpeg_rgb_420.jpg",
+        "jpeg_progressive_411x336.jpg",
+        "png_rgb.png",
+    ] {
         let bytes = std::fs::read(fixtures().join(file)).unwrap();
         let exact = preprocess_bytes(&bytes, 224, DEFAULT_MAX_PIXELS).unwrap();
         let fast = preprocess_bytes_with(&bytes, 224, DEFAULT_MAX_PIXELS, ImageMode::Fast).unwrap();

@@ -136,7 +136,10 @@ mod tests {
         for y in 0..rows {
             for x in 0..cols {
                 let d = x * rows * 3 + y * 3;
-                assert_eq!(dst[d..d + 3], src[y * stride + x * 3..y * stride + x * 3 + 3]);
+                assert_eq!(
+                    dst[d..d + 3],
+                    src[y * stride + x * 3..y * stride + x * 3 + 3]
+                );
             }
         }
     }
