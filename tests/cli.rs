@@ -4,8 +4,9 @@
 
 mod common;
 
-use common::{clip_worker, fixture_image, fixture_model_dir};
+use common::{clip_worker, fixture_image, fixture_model_dir, floats, repo_root};
 use serde_json::Value;
+use std::process::Command;
 
 fn lines(stdout: &str) -> Vec<Value> {
     stdout
@@ -240,4 +241,61 @@ fn serve_refuses_a_missing_local_root_at_start_up() {
         err.contains("local root") && err.contains("missing"),
         "{err}"
     );
+}
+
+/// `--image-mode` / `CLIP_WORKER_IMAGE_MODE`: exact unless fast is asked for.
+#[test]
+fn image_mode_is_exact_by_default_and_fast_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    // 640x480: fast mode decodes it at half size (240 rows >= 224).
+    let jpeg = dir.path().join("photo.jpg");
+    let img = image::RgbImage::from_fn(640, 480, |x, y| {
+        let t = (x * 7 + y * 13) % 31;
+        image::Rgb([
+            (x / 3) as u8,
+            (y / 2) as u8,
+            ((x + y) % 200) as u8 + t as u8,
+        ])
+    });
+    let mut bytes = Vec::new();
+    img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+        &mut bytes, 90,
+    ))
+    .unwrap();
+    std::fs::write(&jpeg, bytes).unwrap();
+    let model = fixture_model_dir();
+    let embed = |extra: &[&str], env: Option<&str>| -> Vec<f32> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clip-worker"));
+        cmd.args(["encode", "--model-dir", model.to_str().unwrap()])
+            .arg(&jpeg)
+            .args(extra)
+            .current_dir(repo_root())
+            .env_remove("CLIP_WORKER_IMAGE_MODE");
+        if let Some(mode) = env {
+            cmd.env("CLIP_WORKER_IMAGE_MODE", mode);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        floats(&lines(&String::from_utf8_lossy(&out.stdout))[0]["embedding"])
+    };
+    let default = embed(&[], None);
+    let exact = embed(&["--image-mode", "exact"], None);
+    let fast = embed(&["--image-mode", "fast"], None);
+    assert_eq!(default, exact);
+    assert_eq!(fast, embed(&[], Some("fast")));
+    assert_ne!(
+        fast, exact,
+        "fast mode must decode this JPEG at a reduced scale"
+    );
+    let dot: f32 = fast.iter().zip(&exact).map(|(a, b)| a * b).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!(dot / (norm(&fast) * norm(&exact)) > 0.99);
+
+    let (code, _, err) = clip_worker(&["encode", "--image-mode", "turbo", "a cat"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("exact or fast"), "{err}");
 }

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use clip_worker::preprocess::image::{
-    normalize_into, preprocess_bytes, preprocess_tensor, ImageError, RgbCrop, DEFAULT_MAX_PIXELS,
+    normalize_into, preprocess_bytes, preprocess_bytes_with, preprocess_tensor, ImageError,
+    ImageMode, RgbCrop, DEFAULT_MAX_PIXELS,
 };
 use serde::Deserialize;
 
@@ -190,6 +191,38 @@ fn crops_match_pillow() {
         );
     }
     assert!(failures.is_empty(), "mismatches:\n{}", failures.join("\n"));
+}
+
+/// Fast mode changes only JPEGs large enough for a reduced DCT scale, and stays close to exact.
+#[test]
+fn fast_mode_scales_only_large_jpegs() {
+    assert_eq!(ImageMode::default(), ImageMode::Exact);
+    // Too small for any DCT scale at S=224 (short side < 448), or not a JPEG: same bytes.
+    for file in [
+        "jpeg_rgb_420.jpg",
+        "jpeg_progressive_411x336.jpg",
+        "png_rgb.png",
+    ] {
+        let bytes = std::fs::read(fixtures().join(file)).unwrap();
+        let exact = preprocess_bytes(&bytes, 224, DEFAULT_MAX_PIXELS).unwrap();
+        let fast = preprocess_bytes_with(&bytes, 224, DEFAULT_MAX_PIXELS, ImageMode::Fast).unwrap();
+        assert_eq!(exact, fast, "{file}");
+    }
+    // At S=96 the 411x336 JPEG decodes at half size (168 rows): close to exact, not equal.
+    let bytes = std::fs::read(fixtures().join("jpeg_progressive_411x336.jpg")).unwrap();
+    let exact = preprocess_bytes(&bytes, 96, DEFAULT_MAX_PIXELS).unwrap();
+    let fast = preprocess_bytes_with(&bytes, 96, DEFAULT_MAX_PIXELS, ImageMode::Fast).unwrap();
+    assert_eq!(fast.data.len(), exact.data.len());
+    let (max_diff, count, _) = diff(&fast.data, &exact.data, 96);
+    assert!(count > 0, "fast mode should not be bit-identical here");
+    let mean: f64 = fast
+        .data
+        .iter()
+        .zip(&exact.data)
+        .map(|(a, b)| f64::from(a.abs_diff(*b)))
+        .sum::<f64>()
+        / fast.data.len() as f64;
+    assert!(mean < 3.0, "mean difference {mean} (max {max_diff})");
 }
 
 /// (max abs difference, number of differing values, first differing (x, y, channel)).

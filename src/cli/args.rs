@@ -5,7 +5,7 @@ use crate::engine::{DeviceList, Dtype, EngineOptions, SessionConfig};
 use crate::model::cache::{self, ModelCache};
 use crate::model::download::DownloadOptions;
 use crate::model::{ModelStore, Registry, RegistryError, StoreError, DEFAULT_MODEL};
-use crate::preprocess::image::DEFAULT_MAX_PIXELS;
+use crate::preprocess::image::{ImageMode, DEFAULT_MAX_PIXELS};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -111,6 +111,11 @@ pub struct EngineArgs {
     /// Largest image accepted, in pixels (decompression-bomb guard).
     #[arg(long, env = "CLIP_WORKER_MAX_IMAGE_PIXELS", default_value_t = DEFAULT_MAX_PIXELS)]
     pub max_image_pixels: u64,
+
+    /// Image preprocessing: exact (bit-identical to CLIP-as-service's Pillow pipeline) or fast
+    /// (JPEGs decoded at a reduced DCT scale, then resized exactly; not bit-identical).
+    #[arg(long, env = "CLIP_WORKER_IMAGE_MODE", default_value = "exact")]
+    pub image_mode: ImageMode,
 }
 
 impl EngineArgs {
@@ -140,6 +145,7 @@ impl EngineArgs {
         o.minibatch_size = self.minibatch_size;
         o.num_worker_preprocess = self.num_worker_preprocess;
         o.max_pixels = self.max_image_pixels;
+        o.image_mode = self.image_mode;
         Ok(o)
     }
 }

@@ -12,7 +12,7 @@ pub mod tokenizer;
 use crate::error::{DocError, ErrorChain, ErrorCode};
 use crate::model::{ModelFiles, ModelFolderError, ModelSpec, UnknownModel};
 use crate::preprocess::fetch::FetchPolicy;
-use crate::preprocess::image::DEFAULT_MAX_PIXELS;
+use crate::preprocess::image::{ImageMode, DEFAULT_MAX_PIXELS};
 use crate::preprocess::input::{Document, Modality};
 pub use model::{ClipModel, InferenceError};
 pub use prepare::{Prepared, Preprocessor};
@@ -35,6 +35,8 @@ pub struct EngineOptions {
     pub minibatch_size: usize,
     pub num_worker_preprocess: usize,
     pub max_pixels: u64,
+    /// Exact (Pillow bit for bit) or fast (DCT-scaled JPEG decoding) image preprocessing.
+    pub image_mode: ImageMode,
     pub fetch: FetchPolicy,
 }
 
@@ -48,6 +50,7 @@ impl EngineOptions {
             minibatch_size: crate::defaults::MINIBATCH_SIZE,
             num_worker_preprocess: crate::defaults::NUM_WORKER_PREPROCESS,
             max_pixels: DEFAULT_MAX_PIXELS,
+            image_mode: ImageMode::Exact,
             fetch: FetchPolicy::default(),
         }
     }
@@ -124,6 +127,7 @@ impl Engine {
             tokenizer: text_tokenizer,
             image_size: spec.image_size,
             max_pixels: options.max_pixels,
+            image_mode: options.image_mode,
             fetch: options.fetch.clone(),
         };
         Ok(Engine {

@@ -31,6 +31,7 @@ pub struct Preprocessor {
     pub tokenizer: Arc<TextTokenizer>,
     pub image_size: u32,
     pub max_pixels: u64,
+    pub image_mode: image::ImageMode,
     pub fetch: FetchPolicy,
 }
 
@@ -62,8 +63,9 @@ impl Preprocessor {
     }
 
     fn image_bytes(&self, bytes: &[u8]) -> Result<Prepared, DocError> {
-        let crop = image::preprocess_bytes(bytes, self.image_size, self.max_pixels)
-            .map_err(image_error)?;
+        let crop =
+            image::preprocess_bytes_with(bytes, self.image_size, self.max_pixels, self.image_mode)
+                .map_err(image_error)?;
         Ok(Prepared::Image(self.normalize(&crop)))
     }
 

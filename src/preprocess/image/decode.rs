@@ -3,7 +3,7 @@
 //!
 //! | format | decoder | Pillow modes |
 //! |---|---|---|
-//! | JPEG | `super::jpeg` (libjpeg-turbo arithmetic) | `L`, `RGB`, `CMYK` (Pillow's `CMYK;I`) |
+//! | JPEG | `super::jpeg` (libjpeg-turbo) | `L`, `RGB`, `CMYK` (Pillow's `CMYK;I`) |
 //! | PNG | png (raw samples) | `1`, `L`, `LA`, `P`, `RGB`, `RGBA`, `I;16` |
 //! | GIF | gif (indices) | `P`, or `L` for an identity grey palette |
 //! | BMP | image | `RGB`, `RGBA`, `P`, or `L`/`1` for a grey palette |

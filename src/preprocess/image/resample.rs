@@ -6,10 +6,8 @@
 //! its own coefficients and the vertical pass every output row from its own, so resampling just
 //! the columns and rows of the centre crop gives exactly the pixels of the full resize.
 
+use super::convolve::{transpose, weighted_rows, PRECISION_BITS};
 use super::mode::{premultiply, unpremultiply, Mode, PilImage};
-
-/// Pillow's `PRECISION_BITS` (32 - 8 - 2).
-const PRECISION_BITS: u32 = 22;
 
 /// Keys cubic convolution kernel with `a = -0.5` (Pillow's `bicubic_filter`).
 #[inline]
@@ -110,12 +108,6 @@ impl Coeffs {
             .unwrap_or(first);
         (first, end)
     }
-}
-
-/// Pillow's `clip8`: `ss >> PRECISION_BITS` clamped to 0..=255.
-#[inline]
-fn clip8(ss: i32) -> u8 {
-    (ss >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
 /// Resize `image` to `new_w×new_h` the way Pillow's `Image.resize(..., BICUBIC)` does for its
@@ -247,108 +239,100 @@ fn bicubic8<const C: usize>(
     let w = image.width;
     let plan = Plan::new(w, image.height, new_w, new_h, left, top, s);
     let (r0, r1) = plan.rows;
+    let (c0, c1) = plan.cols;
     let stride = w * C;
     let premul;
     let src = if premultiplied {
         let mut copy = image.data[r0 * stride..r1 * stride].to_vec();
         premultiply(&mut copy, C);
         premul = copy;
-        Rows {
-            data: &premul[..],
-            row0: r0,
-            stride,
-        }
+        &premul[..]
     } else {
-        Rows {
-            data: &image.data[r0 * stride..r1 * stride],
-            row0: r0,
-            stride,
-        }
+        &image.data[r0 * stride..r1 * stride]
     };
-    let hk = plan.horiz.as_ref().map(Coeffs::fixed_point);
-    let vk = plan.vert.as_ref().map(Coeffs::fixed_point);
+    let hk = plan.horiz.as_ref().map(|co| (co, co.fixed_point()));
+    let vk = plan.vert.as_ref().map(|co| (co, co.fixed_point()));
+    let row_len = s * C;
 
     if plan.horizontal_first {
         // Horizontal pass over the rows the vertical pass needs, then the vertical pass.
-        let mut temp = vec![0u8; (r1 - r0) * s * C];
-        for (y, out_row) in (r0..r1).zip(temp.chunks_exact_mut(s * C)) {
-            let row = src.row(y);
-            match (&plan.horiz, &hk) {
-                (Some(co), Some(k)) => horizontal_row::<C>(row, out_row, co, k, 0),
-                _ => out_row.copy_from_slice(&row[left * C..(left + s) * C]),
-            }
-        }
-        let temp = Rows {
-            data: &temp[..],
-            row0: r0,
-            stride: s * C,
+        let mid = match &hk {
+            Some((co, k)) => horizontal::<C>(src, stride, r1 - r0, 0, co, k, s),
+            None => copy_columns(src, stride, r1 - r0, left * C, row_len),
         };
-        match (&plan.vert, &vk) {
-            (Some(co), Some(k)) => vertical(&temp, co, k, 0, s * C),
-            _ => temp.data.to_vec(),
+        match &vk {
+            Some((co, k)) => vertical(&mid, row_len, r0, co, k, row_len),
+            None => mid,
         }
     } else {
         // Vertical pass over the columns the horizontal pass needs, then the horizontal pass.
-        let (c0, c1) = plan.cols;
-        let vert_out = match (&plan.vert, &vk) {
-            (Some(co), Some(k)) => vertical(&src, co, k, c0 * C, (c1 - c0) * C),
-            _ => (top..top + s)
-                .flat_map(|y| src.row(y)[c0 * C..c1 * C].iter().copied())
-                .collect(),
-        };
         let width = (c1 - c0) * C;
-        let mut out = vec![0u8; s * s * C];
-        for (row, out_row) in vert_out
-            .chunks_exact(width)
-            .zip(out.chunks_exact_mut(s * C))
-        {
-            match (&plan.horiz, &hk) {
-                (Some(co), Some(k)) => horizontal_row::<C>(row, out_row, co, k, c0),
-                _ => out_row.copy_from_slice(&row[(left - c0) * C..(left - c0 + s) * C]),
-            }
+        let cols = &src[c0 * C..];
+        let mid = match &vk {
+            Some((co, k)) => vertical(cols, stride, r0, co, k, width),
+            None => copy_columns(cols, stride, s, 0, width),
+        };
+        match &hk {
+            Some((co, k)) => horizontal::<C>(&mid, width, s, c0, co, k, s),
+            None => copy_columns(&mid, width, s, (left - c0) * C, row_len),
         }
-        out
     }
 }
 
-/// One output row of the horizontal 8-bit pass; `row` starts at source column `x0`.
-#[inline]
-fn horizontal_row<const C: usize>(row: &[u8], out: &mut [u8], co: &Coeffs, k: &[i32], x0: usize) {
-    for (xx, px) in out.chunks_exact_mut(C).enumerate() {
-        let xmin = co.xmin[xx] - x0;
-        let n = co.n[xx];
-        let kk = &k[xx * co.ksize..xx * co.ksize + n];
-        let mut ss = [1i32 << (PRECISION_BITS - 1); C];
-        for (&kv, p) in kk.iter().zip(row[xmin * C..(xmin + n) * C].chunks_exact(C)) {
-            for c in 0..C {
-                ss[c] += i32::from(p[c]) * kv;
-            }
-        }
-        for c in 0..C {
-            px[c] = clip8(ss[c]);
-        }
+/// `rows` rows of `len` samples from `src` (rows `stride` apart), starting `offset` samples in.
+fn copy_columns(src: &[u8], stride: usize, rows: usize, offset: usize, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; rows * len];
+    for (y, row) in out.chunks_exact_mut(len.max(1)).enumerate() {
+        row.copy_from_slice(&src[y * stride + offset..y * stride + offset + len]);
     }
+    out
+}
+
+/// Rows transposed together by the horizontal pass: enough samples per transposed row for the
+/// vector kernel, few enough for the strip to stay in cache.
+const STRIP_ROWS: usize = 32;
+
+/// The horizontal 8-bit pass over `rows` rows of `src` (rows `stride` samples apart; sample 0
+/// is source column `x0`), producing the window's `s` columns: `rows × s·C` samples.
+///
+/// Strips of rows are transposed so that each output column is a weighted sum of whole
+/// (transposed) source columns, then transposed back.
+fn horizontal<const C: usize>(
+    src: &[u8],
+    stride: usize,
+    rows: usize,
+    x0: usize,
+    co: &Coeffs,
+    k: &[i32],
+    s: usize,
+) -> Vec<u8> {
+    let (c0, c1) = co.source_span();
+    let cols = c1 - c0;
+    let mut out = vec![0u8; rows * s * C];
+    let mut columns = vec![0u8; cols * STRIP_ROWS * C];
+    let mut out_columns = vec![0u8; s * STRIP_ROWS * C];
+    for y0 in (0..rows).step_by(STRIP_ROWS) {
+        let h = STRIP_ROWS.min(rows - y0);
+        let len = h * C;
+        let strip = &src[y0 * stride + (c0 - x0) * C..];
+        transpose::<C>(strip, stride, h, cols, &mut columns);
+        for (xx, column) in out_columns.chunks_exact_mut(len).take(s).enumerate() {
+            let taps = &k[xx * co.ksize..xx * co.ksize + co.n[xx]];
+            weighted_rows(&columns, len, co.xmin[xx] - c0, taps, column);
+        }
+        transpose::<C>(&out_columns, len, s, h, &mut out[y0 * s * C..]);
+    }
+    out
 }
 
 /// The vertical 8-bit pass: output row `i` is the weighted sum of source rows
-/// `co.xmin[i]..+co.n[i]`, over the samples `x0..x0+width` of each row. Integer sums, so the
-/// row-at-a-time accumulation equals Pillow's per-pixel loop.
-fn vertical(src: &Rows<u8>, co: &Coeffs, k: &[i32], x0: usize, width: usize) -> Vec<u8> {
-    let count = co.n.len();
-    let mut out = vec![0u8; count * width];
-    let mut acc = vec![0i32; width];
-    for (i, out_row) in out.chunks_exact_mut(width).enumerate() {
-        acc.fill(1 << (PRECISION_BITS - 1));
-        let kk = &k[i * co.ksize..i * co.ksize + co.n[i]];
-        for (j, &kv) in kk.iter().enumerate() {
-            let row = &src.row(co.xmin[i] + j)[x0..x0 + width];
-            for (a, &v) in acc.iter_mut().zip(row) {
-                *a += i32::from(v) * kv;
-            }
-        }
-        for (o, &a) in out_row.iter_mut().zip(&acc) {
-            *o = clip8(a);
-        }
+/// `co.xmin[i]..+co.n[i]`, each `width` samples of `src` (rows `stride` apart, the first being
+/// source row `y0`).
+fn vertical(src: &[u8], stride: usize, y0: usize, co: &Coeffs, k: &[i32], width: usize) -> Vec<u8> {
+    let mut out = vec![0u8; co.n.len() * width];
+    for (i, out_row) in out.chunks_exact_mut(width.max(1)).enumerate() {
+        let taps = &k[i * co.ksize..i * co.ksize + co.n[i]];
+        weighted_rows(src, stride, co.xmin[i] - y0, taps, out_row);
     }
     out
 }

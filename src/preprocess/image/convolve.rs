@@ -1,0 +1,146 @@
+//! The 8-bit fixed-point convolution kernels behind Pillow's bicubic resampler, written so that
+//! the compiler vectorises them (no `unsafe`, no target-specific code).
+//!
+//! Pillow computes each output sample as `clip8((1 << 21) + Σ sample·coefficient)` with 22-bit
+//! integer coefficients. Integer sums do not depend on their order, so any loop order gives
+//! Pillow's bytes. Here every pass is the same operation: an output row is the weighted sum of
+//! a few whole input rows, one coefficient per input row ([`weighted_rows`]). The vertical pass
+//! has that shape already; the horizontal pass gets it by transposing strips of the image, so
+//! that source columns become contiguous rows ([`transpose`]).
+
+/// Pillow's `PRECISION_BITS` (32 - 8 - 2).
+pub(super) const PRECISION_BITS: u32 = 22;
+
+/// Pillow's `clip8`: `ss >> PRECISION_BITS` clamped to 0..=255.
+#[inline]
+pub(super) fn clip8(ss: i32) -> u8 {
+    (ss >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Bits of a coefficient's low part (see [`split`]).
+const LOW_BITS: u32 = 11;
+
+/// `k = kh·2^LOW_BITS + kl` with `0 <= kl < 2^LOW_BITS`; both parts fit in an `i16` for any
+/// coefficient of magnitude below 2^26 (Pillow's are below 2^23), so the compiler may multiply
+/// them as 16-bit values.
+#[inline]
+fn split(k: i32) -> (i32, i32) {
+    (
+        i32::from((k >> LOW_BITS) as i16),
+        i32::from((k & ((1 << LOW_BITS) - 1)) as i16),
+    )
+}
+
+/// Samples accumulated side by side; the accumulators stay in vector registers while the
+/// coefficients are walked.
+const LANES: usize = 16;
+
+/// `out[i] = clip8(2^21 + Σ_j k[j] · src[(first + j)·stride + i])` for every `i < out.len()`:
+/// input row `first + j` of `src` (rows `stride` samples apart) weighted by `k[j]`.
+///
+/// Callers guarantee that the rows exist (`(first + k.len() - 1)·stride + out.len() <=
+/// src.len()`); the slice indexing checks it once per block of [`LANES`] samples.
+pub(super) fn weighted_rows(src: &[u8], stride: usize, first: usize, k: &[i32], out: &mut [u8]) {
+    let width = out.len();
+    let mut blocks = out.chunks_exact_mut(LANES);
+    let mut x0 = 0;
+    for block in &mut blocks {
+        // Each coefficient is split into a high and a low part that fit in 16 bits, so that
+        // the products are 16-bit multiplies (SSE2's `pmaddwd`) instead of emulated 32-bit
+        // ones; `(hi << LOW_BITS) + lo` is the same integer sum.
+        let mut hi = [0i32; LANES];
+        let mut lo = [1i32 << (PRECISION_BITS - 1); LANES];
+        for (j, &kv) in k.iter().enumerate() {
+            let (kh, kl) = split(kv);
+            let start = (first + j) * stride + x0;
+            for ((h, l), &v) in hi.iter_mut().zip(&mut lo).zip(&src[start..start + LANES]) {
+                *h += i32::from(v) * kh;
+                *l += i32::from(v) * kl;
+            }
+        }
+        for ((o, &h), &l) in block.iter_mut().zip(&hi).zip(&lo) {
+            *o = clip8((h << LOW_BITS).wrapping_add(l));
+        }
+        x0 += LANES;
+    }
+    for (i, o) in blocks.into_remainder().iter_mut().enumerate() {
+        let x = x0 + i;
+        let mut acc = 1i32 << (PRECISION_BITS - 1);
+        for (j, &kv) in k.iter().enumerate() {
+            acc += i32::from(src[(first + j) * stride + x]) * kv;
+        }
+        *o = clip8(acc);
+    }
+    debug_assert_eq!(x0 + width % LANES, width);
+}
+
+/// Pixels per side of the square tiles the transpose copies, small enough for both tiles to
+/// stay in L1.
+const TILE: usize = 16;
+
+/// Transpose a `rows × cols` grid of `C`-byte pixels: `dst` (`cols` rows of `rows` pixels)
+/// gets `dst[x][y] = src[y][x]`, where `src` row `y` starts at `y·src_stride` bytes and its
+/// pixel `x` at `x·C` bytes after that.
+pub(super) fn transpose<const C: usize>(
+    src: &[u8],
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [u8],
+) {
+    let dst_stride = rows * C;
+    for y0 in (0..rows).step_by(TILE) {
+        let y1 = (y0 + TILE).min(rows);
+        for x0 in (0..cols).step_by(TILE) {
+            let x1 = (x0 + TILE).min(cols);
+            for y in y0..y1 {
+                let src_row = &src[y * src_stride + x0 * C..y * src_stride + x1 * C];
+                for (x, px) in (x0..x1).zip(src_row.chunks_exact(C)) {
+                    let at = x * dst_stride + y * C;
+                    dst[at..at + C].copy_from_slice(px);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_rows_matches_the_scalar_sum() {
+        let stride = 37;
+        let src: Vec<u8> = (0..stride * 6).map(|i| (i * 29 % 256) as u8).collect();
+        let k = [-300_000, 2_500_000, 2_300_000, -320_000];
+        for width in [0, 5, 16, 33, 37] {
+            let mut out = vec![0u8; width];
+            weighted_rows(&src, stride, 1, &k, &mut out);
+            for (x, &o) in out.iter().enumerate() {
+                let sum: i32 = k
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &kv)| i32::from(src[(1 + j) * stride + x]) * kv)
+                    .sum();
+                assert_eq!(o, clip8((1 << 21) + sum), "width {width}, x {x}");
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_moves_whole_pixels() {
+        let (rows, cols, stride) = (19, 35, 35 * 3 + 4);
+        let src: Vec<u8> = (0..rows * stride).map(|i| (i % 251) as u8).collect();
+        let mut dst = vec![0u8; rows * cols * 3];
+        transpose::<3>(&src, stride, rows, cols, &mut dst);
+        for y in 0..rows {
+            for x in 0..cols {
+                let d = x * rows * 3 + y * 3;
+                assert_eq!(
+                    dst[d..d + 3],
+                    src[y * stride + x * 3..y * stride + x * 3 + 3]
+                );
+            }
+        }
+    }
+}
