@@ -65,12 +65,8 @@ fn main() {
         dir.display(),
         config.max_batch_delay
     );
-    let pipeline: Arc<Pipeline> = Pipeline::start(
-        engine.model.clone(),
-        engine.preprocessor.clone(),
-        config,
-    )
-    .unwrap();
+    let pipeline: Arc<Pipeline> =
+        Pipeline::start(engine.model.clone(), engine.preprocessor.clone(), config).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -81,7 +77,10 @@ fn main() {
     )
     .unwrap();
     let docs = [
-        ("text (12-word caption)", Document::text("a photo of a dog sitting on a red bench in the park")),
+        (
+            "text (12-word caption)",
+            Document::text("a photo of a dog sitting on a red bench in the park"),
+        ),
         ("image (JPEG)", Document::blob(image)),
     ];
     println!(

@@ -54,11 +54,11 @@ fn fixed_length_ids(len: usize, n: usize, rng: &mut Rng) -> Vec<Vec<u32>> {
 }
 
 const WORDS: [&str; 48] = [
-    "a", "the", "man", "woman", "dog", "cat", "red", "blue", "small", "large", "sitting", "standing",
-    "on", "in", "next", "to", "with", "of", "table", "street", "car", "bus", "tree", "field", "grass",
-    "snow", "water", "beach", "boat", "train", "plate", "food", "pizza", "child", "holding", "umbrella",
-    "walking", "riding", "bike", "horse", "kitchen", "window", "building", "city", "night", "old",
-    "white", "black",
+    "a", "the", "man", "woman", "dog", "cat", "red", "blue", "small", "large", "sitting",
+    "standing", "on", "in", "next", "to", "with", "of", "table", "street", "car", "bus", "tree",
+    "field", "grass", "snow", "water", "beach", "boat", "train", "plate", "food", "pizza", "child",
+    "holding", "umbrella", "walking", "riding", "bike", "horse", "kitchen", "window", "building",
+    "city", "night", "old", "white", "black",
 ];
 
 /// A caption mix shaped like image-caption datasets: most captions 8 to 16 words, some longer,
@@ -126,7 +126,12 @@ fn pipeline(engine: &Engine, delay: Duration) -> Arc<Pipeline> {
 
 /// Texts per second embedding `texts` as one request through the pipeline (preprocessing,
 /// minibatch forming and grouping, inference), repeated for about `budget`.
-fn pipeline_rate(rt: &tokio::runtime::Runtime, p: &Arc<Pipeline>, texts: &[String], budget: Duration) -> f64 {
+fn pipeline_rate(
+    rt: &tokio::runtime::Runtime,
+    p: &Arc<Pipeline>,
+    texts: &[String],
+    budget: Duration,
+) -> f64 {
     let run = || {
         let docs: Vec<Document> = texts.iter().map(|t| Document::text(t.clone())).collect();
         rt.block_on(async {
@@ -177,13 +182,20 @@ fn main() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
 
     println!("\n## Model only, minibatches of {BATCH} (texts/s)");
-    println!("{:<28} {:>10} {:>10} {:>8}", "tokens per text", "fixed 77", "dynamic", "ratio");
+    println!(
+        "{:<28} {:>10} {:>10} {:>8}",
+        "tokens per text", "fixed 77", "dynamic", "ratio"
+    );
     let fixed_rate = model_rate(&fixed, &fixed_length_ids(16, BATCH, &mut rng), budget);
     let mut length_sets = Vec::new();
     for len in [8usize, 12, 16, 20, 32, 77] {
         let corpus = fixed_length_ids(len, BATCH, &mut rng);
         let r = model_rate(&dynamic, &corpus, budget);
-        println!("{:<28} {fixed_rate:>10.1} {r:>10.1} {:>7.2}x", len, r / fixed_rate);
+        println!(
+            "{:<28} {fixed_rate:>10.1} {r:>10.1} {:>7.2}x",
+            len,
+            r / fixed_rate
+        );
         length_sets.push(corpus);
     }
 
@@ -206,7 +218,10 @@ fn main() {
     let fixed_mix = model_rate(&fixed, &mix_ids, budget);
     let dynamic_mix = model_rate(&dynamic, &mix_ids, budget);
     println!("{:<52} {:>10}", "", "texts/s");
-    println!("{:<52} {fixed_mix:>10.1}", "model only, fixed 77, arrival order");
+    println!(
+        "{:<52} {fixed_mix:>10.1}",
+        "model only, fixed 77, arrival order"
+    );
     println!(
         "{:<52} {dynamic_mix:>10.1}  ({:.2}x)",
         "model only, dynamic, arrival order",
@@ -221,7 +236,10 @@ fn main() {
     let (pf, pd) = (pipeline(&fixed, delay), pipeline(&dynamic, delay));
     let fixed_pipe = pipeline_rate(&rt, &pf, &mix, budget);
     let dynamic_pipe = pipeline_rate(&rt, &pd, &mix, budget);
-    println!("{:<52} {fixed_pipe:>10.1}", "pipeline, one request of 256, fixed 77");
+    println!(
+        "{:<52} {fixed_pipe:>10.1}",
+        "pipeline, one request of 256, fixed 77"
+    );
     println!(
         "{:<52} {dynamic_pipe:>10.1}  ({:.2}x)",
         "pipeline, one request of 256, dynamic + grouping",
@@ -240,9 +258,16 @@ fn main() {
                 let same = a
                     .iter()
                     .zip(&b)
-                    .filter(|(x, y)| x.iter().zip(y.iter()).all(|(p, q)| p.to_bits() == q.to_bits()))
+                    .filter(|(x, y)| {
+                        x.iter()
+                            .zip(y.iter())
+                            .all(|(p, q)| p.to_bits() == q.to_bits())
+                    })
                     .count();
-                println!("{order:<18} batch {batch:>2}: {same} of {} identical", texts.len());
+                println!(
+                    "{order:<18} batch {batch:>2}: {same} of {} identical",
+                    texts.len()
+                );
             }
         }
     }

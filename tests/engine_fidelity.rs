@@ -67,7 +67,8 @@ fn texts_at_their_real_length_are_bit_identical_to_77() {
     let (dynamic, fixed) = (engine(), engine_with(TextLength::Fixed));
     assert_eq!(dynamic.model.text_path, TextPath::Dynamic);
     assert_eq!(fixed.model.text_path, TextPath::Fixed);
-    let corpus: Vec<Value> = serde_json::from_str(include_str!("fixtures/text/tokens.json")).unwrap();
+    let corpus: Vec<Value> =
+        serde_json::from_str(include_str!("fixtures/text/tokens.json")).unwrap();
     let ids: Vec<Vec<u32>> = corpus
         .iter()
         .map(|row| {
@@ -91,7 +92,10 @@ fn texts_at_their_real_length_are_bit_identical_to_77() {
                 let got = dynamic.model.run_text(&refs).unwrap();
                 for (w, g) in want.iter().zip(&got) {
                     let same = w.iter().zip(g).all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same && w.len() == g.len(), "batch {batch}: embeddings differ");
+                    assert!(
+                        same && w.len() == g.len(),
+                        "batch {batch}: embeddings differ"
+                    );
                     checked += 1;
                 }
             }

@@ -563,16 +563,15 @@ mod tests {
             chunks_per_request: 2,
             ..BatchConfig::default()
         };
-        let pipeline =
-            Pipeline::start_with(
-                Arc::new(prepare),
-                run_text,
-                no_images,
-                Arc::new(|ids: &[u32]| ids.len()),
-                1,
-                config,
-            )
-            .unwrap();
+        let pipeline = Pipeline::start_with(
+            Arc::new(prepare),
+            run_text,
+            no_images,
+            Arc::new(|ids: &[u32]| ids.len()),
+            1,
+            config,
+        )
+        .unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

@@ -113,7 +113,8 @@ impl Tower {
         let inputs: Vec<&T> = batch.iter().map(|j| &j.input).collect();
         let result = {
             let messages = batch.iter().map(|j| &j.span);
-            let _s = telemetry::trace::batch_span(modality.as_str(), messages, batch.len()).entered();
+            let _s =
+                telemetry::trace::batch_span(modality.as_str(), messages, batch.len()).entered();
             // A panic inside the runtime bindings fails this batch, not the tower thread.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&inputs)))
                 .unwrap_or(Err(InferenceError::Panicked))
@@ -405,7 +406,10 @@ mod tests {
         tower(size, Duration::from_secs(3600)).run(rx, model, |v: &u32| (*v % 1000) as usize);
         // Every document gets its own answer, whatever minibatch it ran in.
         for (i, (r, len)) in replies.into_iter().zip(lengths).enumerate() {
-            assert_eq!(wait(r).unwrap().embedding, vec![(i as u32 * 1000 + len) as f32]);
+            assert_eq!(
+                wait(r).unwrap().embedding,
+                vec![(i as u32 * 1000 + len) as f32]
+            );
         }
         let batches = batches.lock().unwrap().clone();
         batches
@@ -445,8 +449,17 @@ mod tests {
                 .map(|g| g.len() as u32 * g.iter().map(|i| lengths[*i as usize]).max().unwrap())
                 .sum()
         };
-        let fifo: Vec<Vec<u32>> = (0..100u32).collect::<Vec<_>>().chunks(8).map(<[u32]>::to_vec).collect();
-        assert!(padded(&batches) < padded(&fifo), "{} vs {}", padded(&batches), padded(&fifo));
+        let fifo: Vec<Vec<u32>> = (0..100u32)
+            .collect::<Vec<_>>()
+            .chunks(8)
+            .map(<[u32]>::to_vec)
+            .collect();
+        assert!(
+            padded(&batches) < padded(&fifo),
+            "{} vs {}",
+            padded(&batches),
+            padded(&fifo)
+        );
     }
 
     #[test]

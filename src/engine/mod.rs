@@ -20,10 +20,10 @@ pub use model::{ClipModel, InferenceError};
 pub use prepare::{Prepared, Preprocessor};
 pub use rank::RankedMatch;
 pub use runtime::{Device, DeviceList, Dtype, Runtime, RuntimeError, SessionConfig, TextLength};
-pub use text_length::TextPath;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+pub use text_length::TextPath;
 
 /// Folder, inside the model folder, holding TensorRT's engine and timing caches.
 pub const TENSORRT_CACHE_DIR: &str = "tensorrt";

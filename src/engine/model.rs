@@ -101,7 +101,9 @@ impl ClipModel {
                 // The first device decides: the rewrite must reproduce the fixed graph exactly.
                 Some(graph) if k == 0 => {
                     let mut fixed = open_fixed()?;
-                    match self_test(runtime, textual, graph, device, config, &mut fixed, &tokenizer) {
+                    match self_test(
+                        runtime, textual, graph, device, config, &mut fixed, &tokenizer,
+                    ) {
                         Ok(session) => session,
                         Err(reason) => {
                             tracing::warn!(path = %textual.display(), reason = %reason, "text tower: the rewrite to real lengths failed its self-test; every text runs at the graph's fixed length");
@@ -206,7 +208,15 @@ impl ClipModel {
         let seq = self.text_cost(longest);
         let set = self.lease()?;
         let mut session = lock(&set.textual);
-        run_text_on(&mut session, self.types.ids, self.types.mask, self.types.text_out, batch, seq, pad)
+        run_text_on(
+            &mut session,
+            self.types.ids,
+            self.types.mask,
+            self.types.text_out,
+            batch,
+            seq,
+            pad,
+        )
     }
 
     /// The sequence length a minibatch whose longest text has `tokens` tokens runs at: its own

@@ -108,9 +108,15 @@ mod tests {
     #[test]
     fn identical_compares_bits() {
         assert!(identical(&[vec![1.0, -0.0]], &[vec![1.0, -0.0]]));
-        assert!(!identical(&[vec![0.0]], &[vec![-0.0]]), "signed zero differs");
+        assert!(
+            !identical(&[vec![0.0]], &[vec![-0.0]]),
+            "signed zero differs"
+        );
         assert!(!identical(&[vec![1.0]], &[vec![1.0], vec![1.0]]));
-        assert!(!identical(&[vec![1.0]], &[vec![f32::from_bits(1.0f32.to_bits() + 1)]]));
+        assert!(!identical(
+            &[vec![1.0]],
+            &[vec![f32::from_bits(1.0f32.to_bits() + 1)]]
+        ));
     }
 
     #[test]

@@ -129,7 +129,10 @@ pub fn analyse(model: &Model<'_>) -> Result<Plan, Refused> {
     let index = Index::new(model);
     check_nodes(model, length)?;
     if let Some(o) = g.outputs.iter().find(|o| o.has_dim(length)) {
-        return refuse(format!("output `{}` has the sequence length in its shape", o.name));
+        return refuse(format!(
+            "output `{}` has the sequence length in its shape",
+            o.name
+        ));
     }
     let taken = g
         .nodes
@@ -152,7 +155,14 @@ pub fn analyse(model: &Model<'_>) -> Result<Plan, Refused> {
             }
             continue;
         }
-        classify(site, tensor, length, &mut positional, &mut masks, &mut shape_values)?;
+        classify(
+            site,
+            tensor,
+            length,
+            &mut positional,
+            &mut masks,
+            &mut shape_values,
+        )?;
     }
     let positional = match positional.len() {
         1 => positional.remove(0),
@@ -235,9 +245,7 @@ fn check_nodes(model: &Model<'_>, length: i64) -> Result<(), Refused> {
                 ));
             }
             if let Some(t) = a.tensor.as_ref().filter(|_| n.op_type != "Constant") {
-                let holds_l = t
-                    .int_values()
-                    .is_some_and(|v| v.contains(&length));
+                let holds_l = t.int_values().is_some_and(|v| v.contains(&length));
                 if t.dims.contains(&length) || holds_l {
                     return refuse(format!(
                         "a tensor attribute of `{name}` ({}) holds the sequence length",
@@ -294,7 +302,10 @@ fn classify(
     shape_values: &mut Vec<Site>,
 ) -> Result<(), Refused> {
     if t.external {
-        return refuse(format!("tensor `{}` is stored outside the model", site.name));
+        return refuse(format!(
+            "tensor `{}` is stored outside the model",
+            site.name
+        ));
     }
     let dims = &t.dims;
     if dims.contains(&length) {
@@ -310,8 +321,7 @@ fn classify(
         }
         let r = dims.len();
         let square = r >= 2 && dims[r - 2] == length && dims[r - 1] == length;
-        if t.is_float() && (2..=4).contains(&r) && square && dims[..r - 2].iter().all(|d| *d == 1)
-        {
+        if t.is_float() && (2..=4).contains(&r) && square && dims[..r - 2].iter().all(|d| *d == 1) {
             let values = t
                 .float_values()
                 .ok_or_else(|| Refused::Pattern(format!("unreadable mask `{}`", site.name)))?;
@@ -401,7 +411,10 @@ fn check_masks(index: &Index<'_>, masks: &[Site]) -> Result<(), Refused> {
             }
             let scores = index.produced_by(add.inputs[1 - slot]).map(|n| n.op_type);
             if !matches!(scores, Some("MatMul" | "Mul" | "Div")) {
-                return refuse(format!("mask `{}` is not added to attention scores", m.name));
+                return refuse(format!(
+                    "mask `{}` is not added to attention scores",
+                    m.name
+                ));
             }
             let out = add.outputs[0];
             let softmaxes = index.consumers(out);

@@ -35,8 +35,16 @@ pub fn rewrite(model: &Model<'_>, plan: &Plan) -> Result<Vec<u8>, WireError> {
 
 fn rewrite_graph(model: &Model<'_>, plan: &Plan) -> Result<Vec<u8>, WireError> {
     let g = &model.graph;
-    let [seq_1d, seq_2d, seq_scalar, shape, zero, one, zeros_2d] =
-        ["seq", "seq_2d", "seq_scalar", "shape", "zero", "one", "zeros_2d"].map(name);
+    let [seq_1d, seq_2d, seq_scalar, shape, zero, one, zeros_2d] = [
+        "seq",
+        "seq_2d",
+        "seq_scalar",
+        "shape",
+        "zero",
+        "one",
+        "zeros_2d",
+    ]
+    .map(name);
     let mut renames: HashMap<&str, String> = HashMap::new();
     renames.insert(plan.positional.name.as_str(), name("positional"));
     for (i, m) in plan.masks.iter().enumerate() {
@@ -52,28 +60,48 @@ fn rewrite_graph(model: &Model<'_>, plan: &Plan) -> Result<Vec<u8>, WireError> {
         constant(&zero, &[0]),
         constant(&one, &[1]),
         node("Shape", &[IDS], &[&shape], &[]),
-        node("Gather", &[&shape, &one], &[&seq_1d], &[int_attr("axis", 0)]),
+        node(
+            "Gather",
+            &[&shape, &one],
+            &[&seq_1d],
+            &[int_attr("axis", 0)],
+        ),
     ];
     if plan.shape_values.iter().any(|s| s.rank == 0) {
         prelude.push(node("Squeeze", &[&seq_1d, &zero], &[&seq_scalar], &[]));
     }
     prelude.push(constant(&zeros_2d, &[0, 0]));
-    prelude.push(node("Concat", &[&seq_1d, &seq_1d], &[&seq_2d], &[int_attr("axis", 0)]));
+    prelude.push(node(
+        "Concat",
+        &[&seq_1d, &seq_1d],
+        &[&seq_2d],
+        &[int_attr("axis", 0)],
+    ));
     let ranks: BTreeSet<usize> = plan.masks.iter().map(|m| m.rank).collect();
     for r in ranks {
         let r = r as i64;
         prelude.push(constant(&name(&format!("axes_{r}")), &[r - 2, r - 1]));
     }
     let slice_of = |site: &Site| -> Vec<u8> {
-        let to = renames.get(site.name.as_str()).map(String::as_str).unwrap_or_default();
+        let to = renames
+            .get(site.name.as_str())
+            .map(String::as_str)
+            .unwrap_or_default();
         if site.name == plan.positional.name {
             node("Slice", &[&site.name, &zero, &seq_1d, &zero], &[to], &[])
         } else {
             let axes = name(&format!("axes_{}", site.rank));
-            node("Slice", &[&site.name, &zeros_2d, &seq_2d, &axes], &[to], &[])
+            node(
+                "Slice",
+                &[&site.name, &zeros_2d, &seq_2d, &axes],
+                &[to],
+                &[],
+            )
         }
     };
-    let sliced: Vec<&Site> = std::iter::once(&plan.positional).chain(&plan.masks).collect();
+    let sliced: Vec<&Site> = std::iter::once(&plan.positional)
+        .chain(&plan.masks)
+        .collect();
     // Initializers exist before any node: their slices go in the prelude.
     for s in sliced.iter().filter(|s| s.node.is_none()) {
         prelude.push(slice_of(s));
@@ -165,12 +193,7 @@ fn rename_inputs(n: &Node<'_>, renames: &HashMap<&str, String>) -> Result<Vec<u8
     Ok(out)
 }
 
-pub(super) fn node(
-    op: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attributes: &[Vec<u8>],
-) -> Vec<u8> {
+pub(super) fn node(op: &str, inputs: &[&str], outputs: &[&str], attributes: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
     for i in inputs {
         put_bytes(&mut out, 1, i.as_bytes());

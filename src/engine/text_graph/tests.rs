@@ -82,7 +82,8 @@ impl Graph {
     fn clip(l: i64, d: i64) -> Graph {
         let emb: Vec<f32> = (0..10 * d).map(|v| v as f32 * 0.1).collect();
         let pos: Vec<f32> = (0..l * d).map(|v| v as f32 * 0.01).collect();
-        let cast = |input: &str, out: &str, to: i64| node("Cast", &[input], &[out], &[int_attr("to", to)]);
+        let cast =
+            |input: &str, out: &str, to: i64| node("Cast", &[input], &[out], &[int_attr("to", to)]);
         let mut perm = Vec::new();
         put_bytes(&mut perm, 1, b"perm");
         put_packed_ints(&mut perm, 8, &[0, 2, 1]);
@@ -100,9 +101,19 @@ impl Graph {
             constant("minus_one", &[-1]),
             constant("len", &[l]),
             constant("width", &[d]),
-            node("Concat", &["minus_one", "len", "width"], &["shape"], &[int_attr("axis", 0)]),
+            node(
+                "Concat",
+                &["minus_one", "len", "width"],
+                &["shape"],
+                &[int_attr("axis", 0)],
+            ),
             node("Reshape", &["y", "shape"], &["y2"], &[]),
-            node("ArgMax", &["ids64"], &["eot"], &[int_attr("axis", -1), int_attr("keepdims", 0)]),
+            node(
+                "ArgMax",
+                &["ids64"],
+                &["eot"],
+                &[int_attr("axis", -1), int_attr("keepdims", 0)],
+            ),
             node("Shape", &["y2"], &["s"], &[]),
             scalar_constant("one", 1),
             scalar_constant("zero", 0),
@@ -112,7 +123,12 @@ impl Graph {
             node("Mul", &["r", "stride"], &["offsets"], &[]),
             node("Add", &["eot", "offsets"], &["rows"], &[]),
             node("Flatten", &["y2"], &["flat"], &[int_attr("axis", 2)]),
-            node("Gather", &["flat", "rows"], &["text_embeds"], &[int_attr("axis", 0)]),
+            node(
+                "Gather",
+                &["flat", "rows"],
+                &["text_embeds"],
+                &[int_attr("axis", 0)],
+            ),
         ];
         Graph {
             opset: 17,
@@ -235,8 +251,16 @@ fn a_clip_text_graph_is_rewritten_to_a_symbolic_sequence_axis() {
     assert_eq!(consumers_of("mask"), ["Slice"]);
     assert!(consumers_of("len").is_empty());
     assert!(!m.graph.nodes.iter().any(|n| n.outputs.contains(&"len")));
-    let reshape_shape = m.graph.nodes.iter().find(|n| n.op_type == "Concat" && n.outputs == ["shape"]).unwrap();
-    assert_eq!(reshape_shape.inputs, ["minus_one", "text_length/seq", "width"]);
+    let reshape_shape = m
+        .graph
+        .nodes
+        .iter()
+        .find(|n| n.op_type == "Concat" && n.outputs == ["shape"])
+        .unwrap();
+    assert_eq!(
+        reshape_shape.inputs,
+        ["minus_one", "text_length/seq", "width"]
+    );
     // Everything else is as it was.
     assert_eq!(m.graph.initializers.len(), 2);
     // Added: 4 constants, Shape, Gather, Concat and the two slices; the shape constant dropped.
@@ -257,9 +281,14 @@ fn fields_the_rewrite_does_not_model_are_kept() {
     put_bytes(&mut g.inputs[0], 3, b"token ids");
     let original = g.bytes();
     let out = make_dynamic(&original).unwrap().bytes;
-    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).filter(|w| *w == needle).count();
+    let find =
+        |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).filter(|w| *w == needle).count();
     assert_eq!(find(&out, &unknown), 3, "model, graph and node fields");
-    assert_eq!(find(&out, &gather), 1, "an untouched node is copied byte for byte");
+    assert_eq!(
+        find(&out, &gather),
+        1,
+        "an untouched node is copied byte for byte"
+    );
     assert_eq!(find(&out, b"token ids"), 1);
     assert_eq!(find(&out, b"test"), 1, "producer name");
 }
@@ -319,7 +348,11 @@ fn inputs_must_be_fixed_length_input_ids_and_attention_mask() {
     g.inputs[1] = value_info("attention_mask", INT32, &[D::P("batch"), D::V(5)]);
     assert!(refused(&g).contains("disagree"));
     let mut g = Graph::clip(4, 3);
-    g.inputs.push(value_info("token_type_ids", INT32, &[D::P("batch"), D::V(4)]));
+    g.inputs.push(value_info(
+        "token_type_ids",
+        INT32,
+        &[D::P("batch"), D::V(4)],
+    ));
     assert!(refused(&g).contains("inputs are"));
 }
 
@@ -339,15 +372,24 @@ fn a_literal_length_outside_a_shape_is_refused() {
     assert!(why.contains("reaches input 1 of Mul"), "{why}");
     // L as an attribute.
     let mut g = Graph::clip(4, 3);
-    g.replace("flat", node("Flatten", &["y2"], &["flat"], &[int_attr("axis", 4)]));
+    g.replace(
+        "flat",
+        node("Flatten", &["y2"], &["flat"], &[int_attr("axis", 4)]),
+    );
     assert!(refused(&g).contains("attribute `axis`"));
     // An integer table with L entries (position ids).
     let mut g = Graph::clip(4, 3);
     g.nodes.push(constant("position_ids", &[0, 1, 2, 3]));
-    g.nodes.push(node("Gather", &["pos", "position_ids"], &["unused"], &[]));
-    assert!(refused(&g).contains("unrecognised place"), "{}", refused(&g));
+    g.nodes
+        .push(node("Gather", &["pos", "position_ids"], &["unused"], &[]));
+    assert!(
+        refused(&g).contains("unrecognised place"),
+        "{}",
+        refused(&g)
+    );
     let mut g2 = Graph::clip(4, 3);
-    g2.nodes.push(node("Slice", &["y2", "len", "len"], &["cut"], &[]));
+    g2.nodes
+        .push(node("Slice", &["y2", "len", "len"], &["cut"], &[]));
     assert!(refused(&g2).contains("reaches input 1 of Slice"));
 }
 
@@ -356,14 +398,30 @@ fn pooling_must_be_argmax_over_the_token_ids() {
     let mut g = Graph::clip(4, 3);
     g.replace(
         "eot",
-        node("ArgMax", &["y2"], &["eot"], &[int_attr("axis", -1), int_attr("keepdims", 0)]),
+        node(
+            "ArgMax",
+            &["y2"],
+            &["eot"],
+            &[int_attr("axis", -1), int_attr("keepdims", 0)],
+        ),
     );
     assert!(refused(&g).contains("ArgMax over input_ids"));
     let mut g = Graph::clip(4, 3);
-    g.replace("eot", node("ArgMax", &["ids64"], &["eot"], &[int_attr("keepdims", 0)]));
-    assert!(refused(&g).contains("ArgMax over input_ids"), "axis 0 is the batch");
+    g.replace(
+        "eot",
+        node("ArgMax", &["ids64"], &["eot"], &[int_attr("keepdims", 0)]),
+    );
+    assert!(
+        refused(&g).contains("ArgMax over input_ids"),
+        "axis 0 is the batch"
+    );
     let mut g = Graph::clip(4, 3);
-    g.nodes.push(node("ArgMax", &["ids64"], &["eot2"], &[int_attr("axis", 1)]));
+    g.nodes.push(node(
+        "ArgMax",
+        &["ids64"],
+        &["eot2"],
+        &[int_attr("axis", 1)],
+    ));
     assert!(refused(&g).contains("2 ArgMax"));
 }
 
@@ -439,7 +497,10 @@ fn the_fixture_clip_text_graph_is_recognised() {
 
 #[test]
 fn the_multilingual_text_towers_are_refused() {
-    for path in ["tests/fixtures/mclip/textual.onnx", "tests/fixtures/mclip-fp16/textual.onnx"] {
+    for path in [
+        "tests/fixtures/mclip/textual.onnx",
+        "tests/fixtures/mclip-fp16/textual.onnx",
+    ] {
         let why = make_dynamic(&fixture(path)).unwrap_err().to_string();
         assert!(!why.is_empty(), "{path}");
     }
