@@ -7,7 +7,7 @@
 mod common;
 
 use base64::Engine as _;
-use clip_worker::engine::{Engine, EngineOptions, SessionConfig};
+use clip_worker::engine::{Engine, EngineOptions, SessionConfig, TextLength, TextPath};
 use clip_worker::error::ErrorCode;
 use clip_worker::preprocess::input::{Document, PixelTensor};
 use common::client::cosine;
@@ -15,9 +15,14 @@ use common::{fixture_image, fixture_model_dir, floats, json_file as json};
 use serde_json::Value;
 
 fn engine() -> Engine {
+    engine_with(TextLength::default())
+}
+
+fn engine_with(text_length: TextLength) -> Engine {
     let mut o = EngineOptions::new("ViT-B-32::openai", fixture_model_dir());
     o.session = SessionConfig {
         intra_threads: 1,
+        text_length,
         ..SessionConfig::default()
     };
     Engine::load(&o).expect("load the fixture model")
@@ -30,6 +35,8 @@ fn image_doc(file: &str) -> Document {
 #[test]
 fn text_embeddings_match_the_reference() {
     let engine = engine();
+    // The default path: the fixed-77 graph rewritten to run texts at their real length.
+    assert_eq!(engine.model.text_path, TextPath::Dynamic);
     let refs = json("tests/fixtures/reference/embeddings.json");
     let entries = refs["text"].as_array().unwrap();
     let docs: Vec<Document> = entries
@@ -51,6 +58,53 @@ fn text_embeddings_match_the_reference() {
         "text embeddings: {} texts, worst cosine {worst:.9}",
         entries.len()
     );
+}
+
+/// Every text of the tokenizer corpus (lengths 2 to 77), run at its real length in minibatches
+/// of 1, 8 and 32, in corpus order and sorted by length, gives the fixed-77 embedding bit for bit.
+#[test]
+fn texts_at_their_real_length_are_bit_identical_to_77() {
+    let (dynamic, fixed) = (engine(), engine_with(TextLength::Fixed));
+    assert_eq!(dynamic.model.text_path, TextPath::Dynamic);
+    assert_eq!(fixed.model.text_path, TextPath::Fixed);
+    let corpus: Vec<Value> =
+        serde_json::from_str(include_str!("fixtures/text/tokens.json")).unwrap();
+    let ids: Vec<Vec<u32>> = corpus
+        .iter()
+        .map(|row| {
+            row["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect();
+    assert!(ids.iter().any(|t| t.len() == 77) && ids.iter().any(|t| t.len() <= 3));
+    let mut sorted = ids.clone();
+    sorted.sort_by_key(Vec::len);
+    let mut checked = 0;
+    for texts in [&ids, &sorted] {
+        for batch in [1usize, 8, 32] {
+            for chunk in texts.chunks(batch) {
+                let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+                let want = fixed.model.run_text(&refs).unwrap();
+                let got = dynamic.model.run_text(&refs).unwrap();
+                for (w, g) in want.iter().zip(&got) {
+                    let same = w.iter().zip(g).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same && w.len() == g.len(),
+                        "batch {batch}: embeddings differ"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 6 * corpus.len());
+    // Minibatches run at their longest text's length, not 77.
+    assert_eq!(dynamic.model.text_cost(12), 12);
+    assert_eq!(fixed.model.text_cost(12), 77);
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 mod common;
 
-use clip_worker::engine::{Engine, EngineOptions, SessionConfig};
+use clip_worker::engine::{Engine, EngineOptions, SessionConfig, TextPath};
 use clip_worker::preprocess::input::Document;
 use common::client::{self, cosine};
 use common::{
@@ -112,6 +112,8 @@ fn token_ids_and_embeddings_match_the_original_m_clip_path() {
 fn a_text_embeds_the_same_alone_or_padded_in_a_batch() {
     // The tokenizer pads a batch to its longest item; the mask keeps padding out of the result.
     let engine = engine();
+    // XLM-R attends in both directions: its graph is never rewritten.
+    assert_eq!(engine.model.text_path, TextPath::Fixed);
     let refs = reference();
     let long = refs["text"]
         .as_array()

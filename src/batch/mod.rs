@@ -18,6 +18,7 @@ use crate::engine::{ClipModel, Embedded, InferenceError, Prepared, Preprocessor}
 use crate::error::{DocError, ErrorCode};
 use crate::preprocess::input::{Document, Modality};
 use futures::stream::{self, StreamExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -28,7 +29,8 @@ use tower::TowerJob;
 pub struct BatchConfig {
     /// Largest minibatch fed to a tower.
     pub minibatch_size: usize,
-    /// Longest a minibatch waits to fill up once its first document is ready.
+    /// Longest a minibatch waits to fill up while more documents are on their way (counted from
+    /// its oldest document's arrival); with none on the way a tower runs what it has at once.
     pub max_batch_delay: Duration,
     /// Threads that decode, resize and tokenize.
     pub num_worker_preprocess: usize,
@@ -55,6 +57,16 @@ struct PrepJob {
     doc: Document,
     reply: oneshot::Sender<Result<Embedded, DocError>>,
     span: tracing::Span,
+    /// The tower's count of documents on their way, released once this one is queued or failed.
+    arriving: Option<Arc<AtomicUsize>>,
+}
+
+/// Per tower: documents admitted whose preprocessing has not finished (the tower waits for
+/// them to fill a minibatch; with none on the way it runs what it has).
+#[derive(Default)]
+struct Arriving {
+    text: Arc<AtomicUsize>,
+    image: Arc<AtomicUsize>,
 }
 
 /// Queue lengths at one instant (see [`Pipeline::queue_depths`]).
@@ -77,6 +89,7 @@ pub struct Pipeline {
     text_queue: crossbeam_channel::Receiver<TowerJob<Vec<u32>>>,
     image_queue: crossbeam_channel::Receiver<TowerJob<Vec<f32>>>,
     inflight: Arc<Semaphore>,
+    arriving: Arriving,
     config: BatchConfig,
     pub stats: Arc<BatchStats>,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -97,6 +110,18 @@ pub enum StartError {
 /// Turns one document into its tower's input (the preprocess pool runs it).
 type PrepareFn = dyn Fn(&Document) -> Result<Prepared, DocError> + Send + Sync;
 
+/// The sequence length a text of these token ids runs at (minibatches group similar ones).
+type TextCostFn = dyn Fn(&[u32]) -> usize + Send + Sync;
+
+impl PrepJob {
+    /// No longer on its way to a tower (queued there, failed, or dropped).
+    fn arrived(&self) {
+        if let Some(a) = &self.arriving {
+            a.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 impl Pipeline {
     /// Starts the preprocess pool and the two tower threads for `model`.
     pub fn start(
@@ -105,11 +130,13 @@ impl Pipeline {
         config: BatchConfig,
     ) -> Result<Arc<Self>, StartError> {
         let text_model = model.clone();
+        let cost_model = model.clone();
         let replicas = model.replicas();
         Self::start_with(
             Arc::new(move |doc: &Document| preprocessor.prepare(doc)),
             move |batch: &[&[u32]]| text_model.run_text(batch),
             move |batch: &[&[f32]]| model.run_images(batch),
+            Arc::new(move |ids: &[u32]| cost_model.text_cost(ids.len())),
             replicas,
             config,
         )
@@ -120,6 +147,7 @@ impl Pipeline {
         prepare: Arc<PrepareFn>,
         run_text: T,
         run_images: I,
+        text_cost: Arc<TextCostFn>,
         replicas: usize,
         config: BatchConfig,
     ) -> Result<Arc<Self>, StartError>
@@ -139,6 +167,7 @@ impl Pipeline {
         // the threads already started see them closed and can be joined.
         let mut threads = Threads::default();
         let stats = Arc::new(BatchStats::default());
+        let arriving = Arriving::default();
         let (prep_tx, prep_rx) = crossbeam_channel::bounded::<PrepJob>(config.max_inflight_docs);
         let (text_tx, text_rx) = crossbeam_channel::bounded::<TowerJob<Vec<u32>>>(2 * size);
         let (image_tx, image_rx) = crossbeam_channel::bounded::<TowerJob<Vec<f32>>>(2 * size);
@@ -161,25 +190,35 @@ impl Pipeline {
                 modality: Modality::Text,
                 config: config.clone(),
                 stats: stats.text.clone(),
+                arriving: arriving.text.clone(),
             };
-            let (rx, run) = (text_rx.clone(), run_text.clone());
+            let (rx, run, cost) = (text_rx.clone(), run_text.clone(), text_cost.clone());
             threads.spawn(format!("tower-text-{replica}"), move || {
-                text.run(rx, |batch: &[&Vec<u32>]| {
-                    let refs: Vec<&[u32]> = batch.iter().map(|v| v.as_slice()).collect();
-                    run(&refs)
-                })
+                text.run(
+                    rx,
+                    |batch: &[&Vec<u32>]| {
+                        let refs: Vec<&[u32]> = batch.iter().map(|v| v.as_slice()).collect();
+                        run(&refs)
+                    },
+                    |ids: &Vec<u32>| cost(ids),
+                )
             })?;
             let image = tower::Tower {
                 modality: Modality::Image,
                 config: config.clone(),
                 stats: stats.image.clone(),
+                arriving: arriving.image.clone(),
             };
             let (rx, run) = (image_rx.clone(), run_images.clone());
             threads.spawn(format!("tower-image-{replica}"), move || {
-                image.run(rx, |batch: &[&Vec<f32>]| {
-                    let refs: Vec<&[f32]> = batch.iter().map(|v| v.as_slice()).collect();
-                    run(&refs)
-                })
+                image.run(
+                    rx,
+                    |batch: &[&Vec<f32>]| {
+                        let refs: Vec<&[f32]> = batch.iter().map(|v| v.as_slice()).collect();
+                        run(&refs)
+                    },
+                    |_: &Vec<f32>| 1,
+                )
             })?;
         }
         let (text_queue, image_queue) = (text_rx, image_rx);
@@ -188,6 +227,7 @@ impl Pipeline {
             text_queue,
             image_queue,
             inflight: Arc::new(Semaphore::new(config.max_inflight_docs)),
+            arriving,
             config,
             stats,
             threads: std::sync::Mutex::new(threads.into_handles()),
@@ -280,15 +320,26 @@ impl Pipeline {
             .into_iter()
             .map(|doc| {
                 let (reply, rx) = oneshot::channel();
+                let arriving = doc.content().ok().map(|c| match c.modality() {
+                    Modality::Text => self.arriving.text.clone(),
+                    Modality::Image => self.arriving.image.clone(),
+                });
+                if let Some(a) = &arriving {
+                    a.fetch_add(1, Ordering::AcqRel);
+                }
                 let job = PrepJob {
                     doc,
                     reply,
                     span: tracing::Span::current(),
+                    arriving,
                 };
                 // Admission bounds the queue, so this never blocks the async runtime.
                 match self.prep_tx.try_send(job) {
                     Ok(()) => Some(rx),
-                    Err(_) => None,
+                    Err(e) => {
+                        e.into_inner().arrived();
+                        None
+                    }
                 }
             })
             .collect();
@@ -370,7 +421,8 @@ fn preprocess_loop(
     text_tx: crossbeam_channel::Sender<TowerJob<Vec<u32>>>,
     image_tx: crossbeam_channel::Sender<TowerJob<Vec<f32>>>,
 ) {
-    while let Ok(job) = rx.recv() {
+    while let Ok(mut job) = rx.recv() {
+        let arriving = job.arriving.take();
         let _enter = job.span.enter();
         let started = std::time::Instant::now();
         let prepared = {
@@ -415,6 +467,10 @@ fn preprocess_loop(
                 Ok(())
             }
         };
+        // After the send: a tower that sees nothing on its way finds this one in its queue.
+        if let Some(a) = arriving {
+            a.fetch_sub(1, Ordering::AcqRel);
+        }
         if let Err(reply) = sent {
             let _ = reply.send(Err(DocError::new(
                 ErrorCode::ShuttingDown,
@@ -507,8 +563,15 @@ mod tests {
             chunks_per_request: 2,
             ..BatchConfig::default()
         };
-        let pipeline =
-            Pipeline::start_with(Arc::new(prepare), run_text, no_images, 1, config).unwrap();
+        let pipeline = Pipeline::start_with(
+            Arc::new(prepare),
+            run_text,
+            no_images,
+            Arc::new(|ids: &[u32]| ids.len()),
+            1,
+            config,
+        )
+        .unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

@@ -1,7 +1,7 @@
 //! Flags shared by every command that loads a model. Each flag has a `CLIP_WORKER_*` twin.
 
 use crate::defaults;
-use crate::engine::{DeviceList, Dtype, EngineOptions, SessionConfig};
+use crate::engine::{DeviceList, Dtype, EngineOptions, SessionConfig, TextLength};
 use crate::model::cache::{self, ModelCache};
 use crate::model::download::DownloadOptions;
 use crate::model::{ModelStore, Registry, RegistryError, StoreError, DEFAULT_MODEL};
@@ -84,6 +84,12 @@ pub struct EngineArgs {
     #[arg(long, env = "CLIP_WORKER_TENSORRT", default_value_t = false)]
     pub tensorrt: bool,
 
+    /// How texts are fed: dynamic runs each minibatch at its longest text's real length (the
+    /// text graph rewritten at load, bit-identical, else it falls back to fixed); fixed pads
+    /// every text to the graph's length (77).
+    #[arg(long, env = "CLIP_WORKER_TEXT_LENGTH", default_value = "dynamic")]
+    pub text_length: TextLength,
+
     /// Path to libonnxruntime.so [default: ORT_DYLIB_PATH, then ./.venv, then system folders].
     #[arg(long, env = "CLIP_WORKER_ORT_LIB")]
     pub ort_lib: Option<PathBuf>,
@@ -141,6 +147,7 @@ impl EngineArgs {
             tensorrt: self.tensorrt,
             tensorrt_cache: None,
             dtype: self.dtype,
+            text_length: self.text_length,
         };
         o.minibatch_size = self.minibatch_size;
         o.num_worker_preprocess = self.num_worker_preprocess;

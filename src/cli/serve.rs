@@ -53,7 +53,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CLIP_WORKER_QUEUE_GROUP", default_value = defaults::QUEUE_GROUP)]
     pub queue_group: String,
 
-    /// Longest a minibatch waits to fill once its first document is ready.
+    /// Longest a minibatch waits to fill while more documents are on their way (a tower with
+    /// nothing on the way runs what it has at once).
     #[arg(long, env = "CLIP_WORKER_MAX_BATCH_DELAY", default_value = format_duration(defaults::MAX_BATCH_DELAY), value_parser = parse_duration)]
     pub max_batch_delay: Duration,
     /// Documents admitted at once; beyond this request/reply answers `overloaded`.
@@ -269,6 +270,7 @@ async fn start(
         engine.dim(),
         engine.spec.image_size,
     );
+    telemetry::metrics().set_text_length(engine.model.text_path.as_str());
     telemetry::trace::set_model(engine.spec.name, &device);
     let pipeline = Pipeline::start(
         engine.model.clone(),

@@ -7,6 +7,8 @@ pub mod model;
 pub mod prepare;
 pub mod rank;
 pub mod runtime;
+pub mod text_graph;
+mod text_length;
 pub mod tokenizer;
 
 use crate::error::{DocError, ErrorChain, ErrorCode};
@@ -17,10 +19,11 @@ use crate::preprocess::input::{Document, Modality};
 pub use model::{ClipModel, InferenceError};
 pub use prepare::{Prepared, Preprocessor};
 pub use rank::RankedMatch;
-pub use runtime::{Device, DeviceList, Dtype, Runtime, RuntimeError, SessionConfig};
+pub use runtime::{Device, DeviceList, Dtype, Runtime, RuntimeError, SessionConfig, TextLength};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+pub use text_length::TextPath;
 
 /// Folder, inside the model folder, holding TensorRT's engine and timing caches.
 pub const TENSORRT_CACHE_DIR: &str = "tensorrt";
@@ -121,6 +124,7 @@ impl Engine {
             devices = %device_names(&model.devices()),
             dtype = %model.dtype,
             dim = model.dim,
+            text_length = %model.text_path,
             "model loaded, one session set per device"
         );
         let preprocessor = Preprocessor {
@@ -203,6 +207,9 @@ impl Engine {
             }
             out.push(Err(DocError::new(ErrorCode::Internal, "not encoded")));
         }
+        // Texts of similar length share a minibatch (each runs at its longest text's length when
+        // the graph allows it); results go back to their documents' places.
+        texts.sort_by_key(|(_, ids)| self.model.text_cost(ids.len()));
         // Images first, then texts, in minibatches: the original's order. With several session
         // sets (devices), as many minibatches run at once, each on the least busy set.
         let units: Vec<Unit<'_>> = images

@@ -2,6 +2,7 @@
 
 use super::dispatch::{Lease, LeastBusy};
 use super::runtime::{Device, Dtype, Runtime, RuntimeError, SessionConfig};
+use super::text_length::{self, TextPath};
 use super::tokenizer::TextTokenizer;
 use half::f16;
 use ort::session::Session;
@@ -61,6 +62,8 @@ pub struct ClipModel {
     pub dim: usize,
     pub dtype: Dtype,
     pub tokenizer: Arc<TextTokenizer>,
+    /// Whether texts run at their real length or at the graph's fixed one.
+    pub text_path: TextPath,
 }
 
 const TEXT_INPUTS: [&str; 2] = ["input_ids", "attention_mask"];
@@ -82,17 +85,51 @@ impl ClipModel {
         if devices.is_empty() {
             devices.push(Device::Auto);
         }
+        let mut dynamic = match text_length::candidate(textual, config) {
+            Ok(graph) => Some(graph),
+            Err(reason) => {
+                tracing::info!(path = %textual.display(), reason = %reason, "text tower: every text runs at the graph's fixed length");
+                None
+            }
+        };
         let mut sets = Vec::with_capacity(devices.len());
-        for device in devices {
+        for (k, device) in devices.into_iter().enumerate() {
             // The original creates the visual session first; the order only matters for logs.
             let visual_session = runtime.session("visual", visual, device, config)?;
-            let textual_session = runtime.session("textual", textual, device, config)?;
+            let open_fixed = || runtime.session("textual", textual, device, config);
+            let textual_session = match &dynamic {
+                // The first device decides: the rewrite must reproduce the fixed graph exactly.
+                Some(graph) if k == 0 => {
+                    let mut fixed = open_fixed()?;
+                    match self_test(
+                        runtime, textual, graph, device, config, &mut fixed, &tokenizer,
+                    ) {
+                        Ok(session) => session,
+                        Err(reason) => {
+                            tracing::warn!(path = %textual.display(), reason = %reason, "text tower: the rewrite to real lengths failed its self-test; every text runs at the graph's fixed length");
+                            dynamic = None;
+                            fixed
+                        }
+                    }
+                }
+                Some(graph) => {
+                    runtime.session_from_memory("textual", textual, &graph.bytes, device, config)?
+                }
+                None => open_fixed()?,
+            };
             sets.push(SessionSet {
                 device: runtime.resolve_device(device)?,
                 textual: Mutex::new(textual_session),
                 visual: Mutex::new(visual_session),
             });
         }
+        let text_path = match &dynamic {
+            Some(graph) => {
+                tracing::info!(path = %textual.display(), masks = graph.masks, shape_values = graph.shape_values, "text tower: texts run at their real length (sequence axis rewritten, self-test bit-identical)");
+                TextPath::Dynamic
+            }
+            None => TextPath::Fixed,
+        };
         let (types, declared_dim) = match sets.first() {
             Some(set) => {
                 let t = lock(&set.textual);
@@ -123,6 +160,7 @@ impl ClipModel {
             dim: 0,
             dtype: config.dtype,
             tokenizer,
+            text_path,
         };
         // The output dimension is read from the graph; a symbolic one is found with one tiny run.
         model.dim = match declared_dim {
@@ -166,24 +204,28 @@ impl ClipModel {
             return Ok(Vec::new());
         }
         let longest = batch.iter().map(|ids| ids.len()).max().unwrap_or(0);
-        let (seq, pad) = self.tokenizer.padding(longest);
-        let mut ids = vec![i64::from(pad); batch.len() * seq];
-        let mut mask = vec![0i64; batch.len() * seq];
-        for (row, tokens) in batch.iter().enumerate() {
-            for (col, id) in tokens.iter().take(seq).enumerate() {
-                ids[row * seq + col] = i64::from(*id);
-                mask[row * seq + col] = 1;
-            }
-        }
-        let shape = vec![batch.len() as i64, seq as i64];
-        let ids = integer_tensor(self.types.ids, &shape, ids)?;
-        let mask = integer_tensor(self.types.mask, &shape, mask)?;
+        let (_, pad) = self.tokenizer.padding(longest);
+        let seq = self.text_cost(longest);
         let set = self.lease()?;
         let mut session = lock(&set.textual);
-        let outputs = session
-            .run(ort::inputs![TEXT_INPUTS[0] => ids, TEXT_INPUTS[1] => mask])
-            .map_err(ort_err(TEXTUAL))?;
-        rows("textual", &outputs[0], self.types.text_out, batch.len())
+        run_text_on(
+            &mut session,
+            self.types.ids,
+            self.types.mask,
+            self.types.text_out,
+            batch,
+            seq,
+            pad,
+        )
+    }
+
+    /// The sequence length a minibatch whose longest text has `tokens` tokens runs at: its own
+    /// length when the graph was rewritten (or the tokenizer pads per batch), else the fixed one.
+    pub fn text_cost(&self, tokens: usize) -> usize {
+        match self.text_path {
+            TextPath::Dynamic => tokens.clamp(1, crate::preprocess::text::CONTEXT_LENGTH),
+            TextPath::Fixed => self.tokenizer.padding(tokens).0,
+        }
     }
 
     /// Runs the image tower on normalised CHW pixel tensors of `image_size`².
@@ -224,8 +266,83 @@ impl ClipModel {
     }
 }
 
+/// Loads the rewritten graph and checks it against the fixed one on probe texts; the rewritten
+/// session if every embedding is bit-identical.
+fn self_test(
+    runtime: &Runtime,
+    textual: &Path,
+    graph: &super::text_graph::DynamicGraph,
+    device: Device,
+    config: &SessionConfig,
+    fixed: &mut Session,
+    tokenizer: &TextTokenizer,
+) -> Result<Session, String> {
+    let ty = |name: &str, allowed: &[TensorElementType]| {
+        input_type("textual", textual, fixed, name, allowed).map_err(|e| e.to_string())
+    };
+    let ids = ty(TEXT_INPUTS[0], &INTEGER_TYPES)?;
+    let mask = ty(TEXT_INPUTS[1], &INTEGER_TYPES)?;
+    let out = output_type("textual", textual, fixed).map_err(|e| e.to_string())?;
+    let mut dynamic = runtime
+        .session_from_memory("textual", textual, &graph.bytes, device, config)
+        .map_err(|e| crate::error::ErrorChain(&e).to_string())?;
+    let probes = text_length::PROBE_TEXTS
+        .iter()
+        .map(|t| tokenizer.encode(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let lengths: Vec<usize> = probes.iter().map(Vec::len).collect();
+    let mut checked = 0usize;
+    for batch in text_length::probe_batches(&lengths) {
+        let items: Vec<&[u32]> = batch.iter().map(|i| probes[*i].as_slice()).collect();
+        let longest = items.iter().map(|t| t.len()).max().unwrap_or(1);
+        let (full, pad) = tokenizer.padding(longest);
+        let run = |session: &mut Session, seq: usize| {
+            run_text_on(session, ids, mask, out, &items, seq, pad)
+                .map_err(|e| crate::error::ErrorChain(&e).to_string())
+        };
+        let want = run(fixed, full)?;
+        let got = run(&mut dynamic, longest)?;
+        if !text_length::identical(&want, &got) {
+            return Err(format!(
+                "probe minibatch {batch:?} (longest {longest} tokens) differs from the fixed graph"
+            ));
+        }
+        checked += items.len();
+    }
+    tracing::debug!(embeddings = checked, "text graph self-test passed");
+    Ok(dynamic)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs one text minibatch on `session`, padded (with `pad`, mask 0) or cut to `seq` tokens.
+fn run_text_on(
+    session: &mut Session,
+    ids_type: TensorElementType,
+    mask_type: TensorElementType,
+    out_type: TensorElementType,
+    batch: &[&[u32]],
+    seq: usize,
+    pad: u32,
+) -> Result<Vec<Vec<f32>>, InferenceError> {
+    let mut ids = vec![i64::from(pad); batch.len() * seq];
+    let mut mask = vec![0i64; batch.len() * seq];
+    for (row, tokens) in batch.iter().enumerate() {
+        for (col, id) in tokens.iter().take(seq).enumerate() {
+            ids[row * seq + col] = i64::from(*id);
+            mask[row * seq + col] = 1;
+        }
+    }
+    let shape = vec![batch.len() as i64, seq as i64];
+    let ids = integer_tensor(ids_type, &shape, ids)?;
+    let mask = integer_tensor(mask_type, &shape, mask)?;
+    let outputs = session
+        .run(ort::inputs![TEXT_INPUTS[0] => ids, TEXT_INPUTS[1] => mask])
+        .map_err(ort_err(TEXTUAL))?;
+    rows("textual", &outputs[0], out_type, batch.len())
 }
 
 /// Token ids or mask as the integer type the graph declares.

@@ -123,6 +123,39 @@ impl std::fmt::Display for Dtype {
     }
 }
 
+/// How texts are fed to the text tower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextLength {
+    /// Rewrite a recognised fixed-length text graph to run each minibatch at its longest real
+    /// length (bit-identical embeddings, checked at load); other graphs stay fixed.
+    #[default]
+    Dynamic,
+    /// Serve the text graph as it is (CLIP graphs: every text padded to 77 tokens).
+    Fixed,
+}
+
+impl FromStr for TextLength {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "dynamic" => Ok(TextLength::Dynamic),
+            "fixed" => Ok(TextLength::Fixed),
+            other => Err(format!(
+                "invalid text length `{other}`: expected dynamic or fixed"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for TextLength {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TextLength::Dynamic => "dynamic",
+            TextLength::Fixed => "fixed",
+        })
+    }
+}
+
 /// Session tuning shared by both towers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SessionConfig {
@@ -138,6 +171,8 @@ pub struct SessionConfig {
     pub tensorrt_cache: Option<PathBuf>,
     /// The precision the graphs must declare.
     pub dtype: Dtype,
+    /// Whether the text graph may be rewritten to run texts at their real length.
+    pub text_length: TextLength,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +284,29 @@ impl Runtime {
         device: Device,
         config: &SessionConfig,
     ) -> Result<Session, RuntimeError> {
+        self.session_from(tower, path, None, device, config)
+    }
+
+    /// As [`Runtime::session`], from model bytes in memory (`path` names them in errors).
+    pub fn session_from_memory(
+        &self,
+        tower: &'static str,
+        path: &Path,
+        bytes: &[u8],
+        device: Device,
+        config: &SessionConfig,
+    ) -> Result<Session, RuntimeError> {
+        self.session_from(tower, path, Some(bytes), device, config)
+    }
+
+    fn session_from(
+        &self,
+        tower: &'static str,
+        path: &Path,
+        bytes: Option<&[u8]>,
+        device: Device,
+        config: &SessionConfig,
+    ) -> Result<Session, RuntimeError> {
         let fail = |e: ort::Error| RuntimeError::Session {
             tower,
             path: path.to_path_buf(),
@@ -286,7 +344,10 @@ impl Runtime {
         } else if config.tensorrt {
             return Err(RuntimeError::TensorRtNeedsCuda { device });
         }
-        builder.commit_from_file(path).map_err(fail)
+        match bytes {
+            Some(bytes) => builder.commit_from_memory(bytes).map_err(fail),
+            None => builder.commit_from_file(path).map_err(fail),
+        }
     }
 }
 
@@ -433,6 +494,10 @@ mod tests {
         assert_eq!("fp32".parse::<Dtype>(), Ok(Dtype::Fp32));
         assert!("bf16".parse::<Dtype>().is_err());
         assert_eq!(Dtype::Fp16.to_string(), "fp16");
+        assert_eq!("fixed".parse::<TextLength>(), Ok(TextLength::Fixed));
+        assert_eq!("dynamic".parse::<TextLength>(), Ok(TextLength::default()));
+        assert!("auto".parse::<TextLength>().is_err());
+        assert_eq!(TextLength::Fixed.to_string(), "fixed");
     }
 
     #[test]

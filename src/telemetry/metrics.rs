@@ -83,6 +83,7 @@ pub struct Metrics {
     pub nats_reconnects: IntCounter,
     pub ready: IntGauge,
     pub model_info: IntGaugeVec,
+    pub text_length: IntGaugeVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -279,6 +280,12 @@ impl Metrics {
                 "The served model: always 1, described by its labels.",
                 &["model", "device", "dtype", "dim", "image_size"],
             ),
+            text_length: gauge_vec(
+                &r,
+                "clip_worker_text_length",
+                "How the text tower is fed: 1 on the active path (dynamic: each minibatch at its real length; fixed: padded to the graph's length).",
+                &["path"],
+            ),
             build_info: gauge_vec(
                 &r,
                 "clip_worker_build_info",
@@ -320,6 +327,15 @@ impl Metrics {
         self.model_info
             .with_label_values(&[model, device, dtype, dim.as_str(), size.as_str()])
             .set(1);
+    }
+
+    /// The text tower's path (`dynamic` or `fixed`): 1 on it, 0 on the other.
+    pub fn set_text_length(&self, path: &str) {
+        for p in ["dynamic", "fixed"] {
+            self.text_length
+                .with_label_values(&[p])
+                .set(i64::from(p == path));
+        }
     }
 
     /// Marks a request as in flight until the returned guard is dropped.
@@ -454,6 +470,7 @@ mod tests {
         "clip_worker_nats_reconnects_total",
         "clip_worker_ready",
         "clip_worker_model_info",
+        "clip_worker_text_length",
         "clip_worker_build_info",
     ];
 
@@ -483,6 +500,7 @@ mod tests {
         m.record_delivery(2);
         m.record_ack(JetStreamAck::Nak);
         m.set_model_info("m", "cpu", "fp32", 4, 8);
+        m.set_text_length("dynamic");
         m.documents.with_label_values(&["text", "ok"]).inc();
         drop(m.request_started(Transport::Jobs));
         let text = String::from_utf8(m.render()).unwrap_or_default();
