@@ -11,9 +11,11 @@
 //! - [`docio`]: documents in and results out as JSON lines or `.npy` (the command line's formats).
 //! - [`transport`]: the NATS worker (request/reply service, JetStream jobs) around [`batch`].
 //! - [`client`]: the NATS client of running workers (packing, uploads, retries).
+//! - [`bench`]: load generation and measurement (through NATS, or in process).
 //! - [`cli`]: the `clip-worker` commands, their flags and environment twins.
 
 pub mod batch;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod defaults;

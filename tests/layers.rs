@@ -5,7 +5,7 @@
 use std::path::Path;
 
 /// From the inside out.
-const LAYERS: [&str; 12] = [
+const LAYERS: [&str; 13] = [
     "error",
     "defaults",
     "telemetry",
@@ -17,6 +17,7 @@ const LAYERS: [&str; 12] = [
     "docio",
     "transport",
     "client",
+    "bench",
     "cli",
 ];
 
