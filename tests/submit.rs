@@ -432,12 +432,22 @@ fn count(v: &Value) -> u64 {
 fn check_counts(r: &Value, batch: u64) {
     for what in ["requests", "documents"] {
         let c = &r[what];
-        assert_eq!(count(&c["total"]), count(&c["ok"]) + count(&c["failed"]), "{what}: {r}");
+        assert_eq!(
+            count(&c["total"]),
+            count(&c["ok"]) + count(&c["failed"]),
+            "{what}: {r}"
+        );
         let by_error: u64 = c["by_error"].as_object().unwrap().values().map(count).sum();
         assert_eq!(by_error, count(&c["failed"]), "{what}: {r}");
     }
-    assert_eq!(count(&r["documents"]["total"]), batch * count(&r["requests"]["total"]));
-    assert_eq!(count(&r["latency_ok"]["count"]), count(&r["requests"]["ok"]));
+    assert_eq!(
+        count(&r["documents"]["total"]),
+        batch * count(&r["requests"]["total"])
+    );
+    assert_eq!(
+        count(&r["latency_ok"]["count"]),
+        count(&r["requests"]["ok"])
+    );
     let timeline = r["timeline"].as_array().unwrap();
     let sum = |k: &str| timeline.iter().map(|s| count(&s[k])).sum::<u64>();
     assert_eq!(sum("docs_ok"), count(&r["documents"]["ok"]));
@@ -456,7 +466,10 @@ fn bench_drives_a_worker_and_its_report_adds_up() {
     worker.wait_for_log("metrics on http://", Duration::from_secs(30));
     let metrics = {
         let log = worker.log.lock().unwrap();
-        let line = log.iter().find(|l| l.contains("metrics on http://")).unwrap();
+        let line = log
+            .iter()
+            .find(|l| l.contains("metrics on http://"))
+            .unwrap();
         format!("http://{}", line.split("http://").nth(1).unwrap().trim())
     };
     let common = [
@@ -476,7 +489,10 @@ fn bench_drives_a_worker_and_its_report_adds_up() {
     let mut args = common.to_vec();
     args.extend(["--concurrency", "2", "--duration", "2s"]);
     let r = bench(&args);
-    assert_eq!((r["mode"].as_str(), r["transport"].as_str()), (Some("nats"), Some("request")));
+    assert_eq!(
+        (r["mode"].as_str(), r["transport"].as_str()),
+        (Some("nats"), Some("request"))
+    );
     check_counts(&r, 4);
     assert_eq!(count(&r["requests"]["failed"]), 0, "{r}");
     // The worker embedded exactly the documents the bench saw answered, in minibatches.
@@ -485,7 +501,12 @@ fn bench_drives_a_worker_and_its_report_adds_up() {
     assert_eq!(worker_docs, count(&r["documents"]["ok"]), "{r}");
     for modality in ["text", "image"] {
         let s = &stages[modality];
-        let batches: u64 = s["batch_sizes"].as_array().unwrap().iter().map(|b| count(&b["batches"])).sum();
+        let batches: u64 = s["batch_sizes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| count(&b["batches"]))
+            .sum();
         assert_eq!(batches, count(&s["batches"]), "{modality}: {s}");
         assert!(s["preprocess_ms_per_doc"].as_f64().unwrap() > 0.0, "{s}");
         assert!(s["inference_ms_per_batch"].as_f64().unwrap() > 0.0, "{s}");
@@ -505,7 +526,11 @@ fn bench_drives_a_worker_and_its_report_adds_up() {
 #[test]
 fn bench_baselines_run_in_process_over_the_same_inputs() {
     let model = common::fixture_model_dir();
-    for (mode, workload) in [("model", "mixed"), ("preprocess", "image"), ("engine", "text")] {
+    for (mode, workload) in [
+        ("model", "mixed"),
+        ("preprocess", "image"),
+        ("engine", "text"),
+    ] {
         let r = bench(&[
             "--in-process",
             mode,

@@ -7,7 +7,7 @@
 #   scripts/bench/overload.sh MODEL_DIR [OUT_DIR]
 #
 # Environment: WORKLOAD [text], BATCH [1], CAPACITY_CONCURRENCY [64], LOAD_FACTOR [2],
-# OVERLOAD_SECONDS [60], SERVE_FLAGS [none], CLIP_WORKER_BIN, NATS_SERVER_BIN.
+# OVERLOAD_SECONDS [60], CAPACITY_SECONDS [30], SERVE_FLAGS [none], CLIP_WORKER_BIN, NATS_SERVER_BIN.
 set -euo pipefail
 
 MODEL=${1:?usage: scripts/bench/overload.sh MODEL_DIR [OUT_DIR]}
@@ -19,6 +19,7 @@ BATCH=${BATCH:-1}
 CAPACITY_CONCURRENCY=${CAPACITY_CONCURRENCY:-64}
 LOAD_FACTOR=${LOAD_FACTOR:-2}
 OVERLOAD_SECONDS=${OVERLOAD_SECONDS:-60}
+CAPACITY_SECONDS=${CAPACITY_SECONDS:-30}
 SERVE_FLAGS=${SERVE_FLAGS:-}
 CW=${CLIP_WORKER_BIN:-$ROOT/target/release/clip-worker}
 NATS_BIN=${NATS_SERVER_BIN:-$ROOT/.venv/bin/nats-server}
@@ -66,8 +67,8 @@ rss_sampler() { # $1: output file; one line per second: seconds, RSS in MB
     done
 }
 
-log "capacity: $CAPACITY_CONCURRENCY requests of $BATCH in flight, 30 s"
-bench capacity --concurrency "$CAPACITY_CONCURRENCY" --duration 30s --quiet
+log "capacity: $CAPACITY_CONCURRENCY requests of $BATCH in flight, ${CAPACITY_SECONDS}s"
+bench capacity --concurrency "$CAPACITY_CONCURRENCY" --duration "${CAPACITY_SECONDS}s" --quiet
 CAP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests_per_s"])' "$OUT/capacity.json")
 RATE=$(python3 -c "print(round($CAP * $LOAD_FACTOR, 2))")
 log "capacity $CAP requests/s; overload at $RATE requests/s for ${OVERLOAD_SECONDS}s"

@@ -113,7 +113,13 @@ pub fn preprocess(
             .map(|d| engine.preprocessor.prepare(d).err().map(|e| e.code))
             .collect()
     });
-    Ok(report(Baseline::Preprocess, pool, batch_size, plan, &recorder))
+    Ok(report(
+        Baseline::Preprocess,
+        pool,
+        batch_size,
+        plan,
+        &recorder,
+    ))
 }
 
 /// The batching pipeline without NATS: `plan.concurrency` callers, each sending requests of

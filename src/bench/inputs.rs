@@ -254,8 +254,22 @@ const ADJECTIVES: [&str; 16] = [
     "empty", "crowded", "snowy", "tall", "blue", "rusty",
 ];
 const SUBJECTS: [&str; 16] = [
-    "dog", "bicycle", "kitchen", "train", "woman", "boat", "market stall", "bridge", "cat",
-    "street", "mountain lake", "child", "bus", "garden", "lighthouse", "coffee cup",
+    "dog",
+    "bicycle",
+    "kitchen",
+    "train",
+    "woman",
+    "boat",
+    "market stall",
+    "bridge",
+    "cat",
+    "street",
+    "mountain lake",
+    "child",
+    "bus",
+    "garden",
+    "lighthouse",
+    "coffee cup",
 ];
 const PLACES: [&str; 12] = [
     "next to a window",

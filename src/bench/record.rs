@@ -267,7 +267,10 @@ mod tests {
     fn percentiles_are_nearest_rank() {
         let l: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         let s = Latency::of(&l);
-        assert_eq!((s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms), (50.0, 90.0, 99.0, 100.0));
+        assert_eq!(
+            (s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms),
+            (50.0, 90.0, 99.0, 100.0)
+        );
         assert_eq!(Latency::of(&[]).count, 0);
     }
 
@@ -275,13 +278,31 @@ mod tests {
     fn counts_add_up_and_failures_are_split_by_code() {
         let ms = Duration::from_millis;
         let samples = vec![
-            Sample { sent: ms(0), latency: ms(10), docs: vec![None, None] },
-            Sample { sent: ms(500), latency: ms(900), docs: vec![None, Some(ErrorCode::ImageDecode)] },
-            Sample { sent: ms(600), latency: ms(1), docs: vec![Some(ErrorCode::Overloaded); 2] },
+            Sample {
+                sent: ms(0),
+                latency: ms(10),
+                docs: vec![None, None],
+            },
+            Sample {
+                sent: ms(500),
+                latency: ms(900),
+                docs: vec![None, Some(ErrorCode::ImageDecode)],
+            },
+            Sample {
+                sent: ms(600),
+                latency: ms(1),
+                docs: vec![Some(ErrorCode::Overloaded); 2],
+            },
         ];
         let s = Summary::of(&samples, &[(1.2, 7)]);
-        assert_eq!((s.requests.total, s.requests.ok, s.requests.failed), (3, 1, 2));
-        assert_eq!((s.documents.total, s.documents.ok, s.documents.failed), (6, 3, 3));
+        assert_eq!(
+            (s.requests.total, s.requests.ok, s.requests.failed),
+            (3, 1, 2)
+        );
+        assert_eq!(
+            (s.documents.total, s.documents.ok, s.documents.failed),
+            (6, 3, 3)
+        );
         assert_eq!(s.documents.by_error["overloaded"], 2);
         assert_eq!(s.latency_failed["overloaded"].count, 1);
         assert_eq!(s.timeline.len(), 2);

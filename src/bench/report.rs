@@ -109,7 +109,13 @@ fn worker_table(out: &mut String, w: &WorkerStats) {
     let _ = writeln!(
         out,
         "worker    {:>8} {:>8} {:>10} {:>13} {:>12} {:>13} {:>12}",
-        "docs", "batches", "mean batch", "preprocess/doc", "wait/doc", "inference/batch", "inference/doc"
+        "docs",
+        "batches",
+        "mean batch",
+        "preprocess/doc",
+        "wait/doc",
+        "inference/batch",
+        "inference/doc"
     );
     for (modality, st) in &w.stages {
         let _ = writeln!(

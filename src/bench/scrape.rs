@@ -258,7 +258,11 @@ clip_worker_rejections_total{reason="overloaded"} 3
         assert!((t.preprocess_ms_per_doc - 1.0).abs() < 1e-9);
         assert_eq!(t.inference_ms_per_batch, 500.0);
         assert_eq!(t.inference_ms_per_doc, 20.0);
-        let sizes: Vec<(&str, u64)> = t.batch_sizes.iter().map(|b| (b.le.as_str(), b.batches)).collect();
+        let sizes: Vec<(&str, u64)> = t
+            .batch_sizes
+            .iter()
+            .map(|b| (b.le.as_str(), b.batches))
+            .collect();
         assert_eq!(sizes, [("1", 1), ("32", 3)]);
         assert_eq!(w.rejections["overloaded"], 3);
     }

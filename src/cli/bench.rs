@@ -41,7 +41,12 @@ pub struct BenchArgs {
     #[arg(long, env = "CLIP_WORKER_BENCH_IN_PROCESS", value_enum)]
     pub in_process: Option<InProcess>,
     /// Documents to send: captions, images, or both alternating.
-    #[arg(long, env = "CLIP_WORKER_BENCH_WORKLOAD", value_enum, default_value = "mixed")]
+    #[arg(
+        long,
+        env = "CLIP_WORKER_BENCH_WORKLOAD",
+        value_enum,
+        default_value = "mixed"
+    )]
     pub workload: WorkloadArg,
     /// Sizes of the generated photo-like JPEGs (quality 85), comma-separated.
     #[arg(
@@ -132,7 +137,12 @@ fn bench_error(e: BenchError) -> CliError {
 }
 
 pub fn run(args: BenchArgs) -> Result<(), CliError> {
-    if args.rate.is_some() && matches!(args.in_process, Some(InProcess::Model | InProcess::Preprocess)) {
+    if args.rate.is_some()
+        && matches!(
+            args.in_process,
+            Some(InProcess::Model | InProcess::Preprocess)
+        )
+    {
         return Err(CliError::Usage(
             "--rate applies to NATS runs and --in-process engine only".into(),
         ));
@@ -197,7 +207,13 @@ fn in_process(
                 num_worker_preprocess: engine.num_worker_preprocess,
                 ..BatchConfig::default()
             };
-            runtime.block_on(baseline::engine(&engine, config, pool, args.batch_size, plan))
+            runtime.block_on(baseline::engine(
+                &engine,
+                config,
+                pool,
+                args.batch_size,
+                plan,
+            ))
         }
     }
     .map_err(bench_error)?;
