@@ -232,7 +232,7 @@ pub fn read_images(files: &[PathBuf]) -> Result<Vec<Document>, BenchError> {
 struct Rng(u32);
 
 impl Rng {
-    fn next(&mut self) -> u32 {
+    fn next_u32(&mut self) -> u32 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 17;
@@ -243,7 +243,7 @@ impl Rng {
 
     fn pick<'a>(&mut self, words: &[&'a str]) -> &'a str {
         words
-            .get(self.next() as usize % words.len().max(1))
+            .get(self.next_u32() as usize % words.len().max(1))
             .copied()
             .unwrap_or("")
     }
@@ -320,15 +320,15 @@ pub fn photo_jpeg(size: ImageSize, seed: u32) -> Result<Vec<u8>, BenchError> {
     // A few soft discs over a two-colour gradient.
     let discs: Vec<(f32, f32, f32, [f32; 3])> = (0..6)
         .map(|_| {
-            let x = (rng.next() % 1000) as f32 / 1000.0 * w as f32;
-            let y = (rng.next() % 1000) as f32 / 1000.0 * h as f32;
-            let r = (0.05 + (rng.next() % 1000) as f32 / 4000.0) * w.max(h) as f32;
-            let c = [0, 1, 2].map(|_| (rng.next() % 256) as f32);
+            let x = (rng.next_u32() % 1000) as f32 / 1000.0 * w as f32;
+            let y = (rng.next_u32() % 1000) as f32 / 1000.0 * h as f32;
+            let r = (0.05 + (rng.next_u32() % 1000) as f32 / 4000.0) * w.max(h) as f32;
+            let c = [0, 1, 2].map(|_| (rng.next_u32() % 256) as f32);
             (x, y, r, c)
         })
         .collect();
-    let top = [0, 1, 2].map(|_| (rng.next() % 256) as f32);
-    let bottom = [0, 1, 2].map(|_| (rng.next() % 256) as f32);
+    let top = [0, 1, 2].map(|_| (rng.next_u32() % 256) as f32);
+    let bottom = [0, 1, 2].map(|_| (rng.next_u32() % 256) as f32);
     let mut pixels = Vec::with_capacity(w * h * 3);
     for y in 0..h {
         let t = y as f32 / h.max(1) as f32;
@@ -341,7 +341,7 @@ pub fn photo_jpeg(size: ImageSize, seed: u32) -> Result<Vec<u8>, BenchError> {
                     px[c] = px[c] * (1.0 - a) + colour[c] * a;
                 }
             }
-            let grain = (rng.next() % 17) as f32 - 8.0;
+            let grain = (rng.next_u32() % 17) as f32 - 8.0;
             pixels.extend(px.map(|v| (v + grain).clamp(0.0, 255.0) as u8));
         }
     }
