@@ -11,11 +11,13 @@
 //! - [`docio`]: documents in and results out as JSON lines or `.npy` (the command line's formats).
 //! - [`transport`]: the NATS worker (request/reply service, JetStream jobs) around [`batch`].
 //! - [`client`]: the NATS client of running workers (packing, uploads, retries).
+//! - [`bench`]: load generation and measurement (through NATS, or in process).
 //! - [`cli`]: the `clip-worker` commands, their flags and environment twins.
 //!
 //! [`fuzzing`] holds the fuzz-target bodies shared by `fuzz/` and the test suite.
 
 pub mod batch;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod defaults;

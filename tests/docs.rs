@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::process::Command;
 
-const COMMANDS: [&[&str]; 9] = [
+const COMMANDS: [&[&str]; 10] = [
     &["encode"],
     &["rank"],
     &["serve"],
@@ -16,6 +16,7 @@ const COMMANDS: [&[&str]; 9] = [
     &["models", "download"],
     &["models", "verify"],
     &["models", "path"],
+    &["bench"],
 ];
 
 fn help(args: &[&str]) -> String {

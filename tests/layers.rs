@@ -18,6 +18,7 @@ const LAYERS: [&str; 13] = [
     "docio",
     "transport",
     "client",
+    "bench",
     "cli",
 ];
 

@@ -405,3 +405,153 @@ async fn a_worker_that_never_answers_is_a_timeout_tried_once() {
     let mut stream = stream;
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// `clip-worker bench`
+
+fn bench(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_clip-worker"))
+        .arg("bench")
+        .args(args)
+        .args(["--json", "--quiet"])
+        .env("CLIP_WORKER_LOG", "clip_worker=warn")
+        .output()
+        .expect("run clip-worker bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench {args:?} failed:\n{stderr}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bench {args:?}: not JSON ({e}):\n{stderr}"))
+}
+
+fn count(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+/// The counts of a report add up: requests and documents split into ok and failed, failures
+/// by code, latencies one per request, the timeline over every answer.
+fn check_counts(r: &Value, batch: u64) {
+    for what in ["requests", "documents"] {
+        let c = &r[what];
+        assert_eq!(
+            count(&c["total"]),
+            count(&c["ok"]) + count(&c["failed"]),
+            "{what}: {r}"
+        );
+        let by_error: u64 = c["by_error"].as_object().unwrap().values().map(count).sum();
+        assert_eq!(by_error, count(&c["failed"]), "{what}: {r}");
+    }
+    assert_eq!(
+        count(&r["documents"]["total"]),
+        batch * count(&r["requests"]["total"])
+    );
+    assert_eq!(
+        count(&r["latency_ok"]["count"]),
+        count(&r["requests"]["ok"])
+    );
+    let timeline = r["timeline"].as_array().unwrap();
+    let sum = |k: &str| timeline.iter().map(|s| count(&s[k])).sum::<u64>();
+    assert_eq!(sum("docs_ok"), count(&r["documents"]["ok"]));
+    assert_eq!(sum("requests"), count(&r["requests"]["total"]));
+    for l in ["p50_ms", "p90_ms", "p99_ms", "max_ms"] {
+        assert!(r["latency_ok"][l].as_f64().unwrap() > 0.0, "{l}: {r}");
+    }
+    assert!(r["latency_ok"]["p50_ms"].as_f64() <= r["latency_ok"]["max_ms"].as_f64());
+    assert!(r["docs_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bench_drives_a_worker_and_its_report_adds_up() {
+    let nats = NatsServer::start();
+    let worker = Worker::start(&nats.url, &[]);
+    worker.wait_for_log("metrics on http://", Duration::from_secs(30));
+    let metrics = {
+        let log = worker.log.lock().unwrap();
+        let line = log
+            .iter()
+            .find(|l| l.contains("metrics on http://"))
+            .unwrap();
+        format!("http://{}", line.split("http://").nth(1).unwrap().trim())
+    };
+    let common = [
+        "--nats-url",
+        &nats.url,
+        "--workload",
+        "mixed",
+        "--image-sizes",
+        "64x48,160x120",
+        "--batch-size",
+        "4",
+        "--metrics-url",
+        &metrics,
+    ];
+
+    // Request/reply at a fixed concurrency for a duration.
+    let mut args = common.to_vec();
+    args.extend(["--concurrency", "2", "--duration", "2s"]);
+    let r = bench(&args);
+    assert_eq!(
+        (r["mode"].as_str(), r["transport"].as_str()),
+        (Some("nats"), Some("request"))
+    );
+    check_counts(&r, 4);
+    assert_eq!(count(&r["requests"]["failed"]), 0, "{r}");
+    // The worker embedded exactly the documents the bench saw answered, in minibatches.
+    let stages = r["worker"]["stages"].as_object().unwrap();
+    let worker_docs: u64 = stages.values().map(|s| count(&s["docs"])).sum();
+    assert_eq!(worker_docs, count(&r["documents"]["ok"]), "{r}");
+    for modality in ["text", "image"] {
+        let s = &stages[modality];
+        let batches: u64 = s["batch_sizes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| count(&b["batches"]))
+            .sum();
+        assert_eq!(batches, count(&s["batches"]), "{modality}: {s}");
+        assert!(s["preprocess_ms_per_doc"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(s["inference_ms_per_batch"].as_f64().unwrap() > 0.0, "{s}");
+    }
+
+    // Durable jobs at a fixed arrival rate for a count: every job answered, the stream watched.
+    let mut args = common.to_vec();
+    args.extend(["--durable", "--rate", "20", "--count", "12"]);
+    let r = bench(&args);
+    assert_eq!(r["transport"].as_str(), Some("jobs"));
+    check_counts(&r, 4);
+    assert_eq!(count(&r["requests"]["total"]), 12);
+    assert_eq!(count(&r["documents"]["ok"]), 48, "{r}");
+    assert!(r["stream_max_messages"].is_u64(), "{r}");
+}
+
+#[test]
+fn bench_baselines_run_in_process_over_the_same_inputs() {
+    let model = common::fixture_model_dir();
+    for (mode, workload) in [
+        ("model", "mixed"),
+        ("preprocess", "image"),
+        ("engine", "text"),
+    ] {
+        let r = bench(&[
+            "--in-process",
+            mode,
+            "--model-dir",
+            model.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--intra-threads",
+            "1",
+            "--workload",
+            workload,
+            "--image-sizes",
+            "64x48",
+            "--batch-size",
+            "3",
+            "--count",
+            "4",
+        ]);
+        assert_eq!(r["mode"].as_str(), Some(mode));
+        check_counts(&r, 3);
+        assert_eq!(count(&r["documents"]["ok"]), 12, "{mode}: {r}");
+        assert!(r["threads"].as_str().unwrap().contains("intra-op 1"), "{r}");
+    }
+}

@@ -1,6 +1,7 @@
 //! The `clip-worker` command line: encode and rank in-process, list models.
 
 pub mod args;
+pub mod bench;
 pub mod duration;
 pub mod models;
 pub mod nats;
@@ -51,6 +52,8 @@ pub enum Command {
     Submit(Box<submit::SubmitArgs>),
     /// List, download, verify and locate models (`models` alone lists them).
     Models(models::ModelsArgs),
+    /// Measure a running fleet through NATS, or the model, preprocessing or engine in process.
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,6 +103,8 @@ pub enum CliError {
     Models(#[from] crate::model::StoreError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Bench(Box<crate::bench::BenchError>),
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
@@ -109,6 +114,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve(a) => serve::serve(*a).map_err(CliError::Serve),
         Command::Submit(a) => submit::run(*a),
         Command::Models(a) => models::run(a),
+        Command::Bench(a) => bench::run(*a),
     }
 }
 
