@@ -81,8 +81,8 @@ fn caption_mix(n: usize, rng: &mut Rng) -> Vec<String> {
         .collect()
 }
 
-fn load(dir: &PathBuf, mode: TextLength) -> Engine {
-    let mut opts = EngineOptions::new("ViT-B-32::openai", dir.clone());
+fn load(dir: &std::path::Path, mode: TextLength) -> Engine {
+    let mut opts = EngineOptions::new("ViT-B-32::openai", dir.to_path_buf());
     opts.session = SessionConfig {
         intra_threads: env_num("BENCH_INTRA_THREADS", 0) as usize,
         text_length: mode,

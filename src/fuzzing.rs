@@ -10,7 +10,7 @@ use crate::engine::{Prepared, Preprocessor};
 use crate::error::ErrorCode;
 use crate::model::spec::TokenizerKind;
 use crate::preprocess::fetch::FetchPolicy;
-use crate::preprocess::image::{self, RgbCrop};
+use crate::preprocess::image::{self, ImageMode, RgbCrop};
 use crate::preprocess::input::{Document, PixelTensor};
 use crate::protocol::{self, IncomingDoc, Limits, Response};
 use std::sync::{Arc, OnceLock};
@@ -202,6 +202,7 @@ fn preprocessor() -> &'static Preprocessor {
             image_size: PIPELINE_SIZE,
             max_pixels: FUZZ_MAX_PIXELS,
             fetch: FetchPolicy::default(),
+            image_mode: ImageMode::Exact,
         }
     })
 }

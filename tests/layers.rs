@@ -5,7 +5,7 @@
 use std::path::Path;
 
 /// From the inside out.
-const LAYERS: [&str; 13] = [
+const LAYERS: [&str; 14] = [
     "error",
     "defaults",
     "telemetry",

@@ -536,11 +536,11 @@ fn uri(u: &str) -> WireDoc {
     }
 }
 
+/// A document's label and, when it must fail, its error code and parts of its message.
+type Expected<'a> = (&'a str, Option<(ErrorCode, &'a [&'a str])>);
+
 /// Asserts which documents were embedded and which failed with what code and message parts.
-fn expect_docs(
-    resp: &clip_worker::protocol::Response,
-    want: &[(&str, Option<(ErrorCode, &[&str])>)],
-) {
+fn expect_docs(resp: &clip_worker::protocol::Response, want: &[Expected<'_>]) {
     assert!(resp.error.is_none(), "{:?}", resp.error);
     assert_eq!(resp.docs.len(), want.len());
     for (i, (label, expected)) in want.iter().enumerate() {

@@ -702,6 +702,7 @@ mod tests {
                 Arc::new(fake_prepare),
                 move |b: &[&[u32]]| text(b.iter().map(|t| t[0]).collect()),
                 move |b: &[&[f32]]| image(b.iter().map(|p| p[0] as u32).collect()),
+                Arc::new(|ids: &[u32]| ids.len()),
                 replicas,
                 config,
             )

@@ -165,9 +165,7 @@ impl Pool {
                 }
             }
         }
-        if s.images > 0 {
-            s.image_bytes /= s.images;
-        }
+        s.image_bytes = s.image_bytes.checked_div(s.images).unwrap_or(0);
         s
     }
 }

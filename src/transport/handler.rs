@@ -45,6 +45,12 @@ struct Slot {
     doc: Result<Document, DocError>,
 }
 
+/// A document still to be loaded (with its position), or one that already failed.
+enum Pending {
+    Load(IncomingDoc, usize),
+    Failed(Slot),
+}
+
 impl Handler {
     /// Largest reply body that fits the connected server's `max_payload`, leaving room for
     /// headers. Read per reply: the limit is only known once the server's INFO has arrived, and
@@ -90,24 +96,29 @@ impl Handler {
         let dtype = params.embedding_dtype.unwrap_or_default();
 
         // Flatten roots and matches into one list of slots, remembering the shape.
-        let mut pending: Vec<Result<(IncomingDoc, usize), Slot>> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
         let mut shape: Vec<(usize, usize)> = Vec::new(); // (root slot, number of matches)
         for (i, mut doc) in req.docs.into_iter().enumerate() {
             let matches = std::mem::replace(&mut doc.matches, Ok(Vec::new()));
             let root = pending.len();
             if kind == JobKind::Encode {
-                pending.push(Ok((doc, i)));
+                pending.push(Pending::Load(doc, i));
                 continue;
             }
             match matches {
                 Ok(matches) => {
-                    pending.push(Ok((doc, i)));
+                    pending.push(Pending::Load(doc, i));
                     shape.push((root, matches.len()));
-                    pending.extend(matches.into_iter().enumerate().map(|(j, m)| Ok((m, j))));
+                    pending.extend(
+                        matches
+                            .into_iter()
+                            .enumerate()
+                            .map(|(j, m)| Pending::Load(m, j)),
+                    );
                 }
                 // Unreadable `matches`: the query fails without being embedded.
                 Err(e) => {
-                    pending.push(Err(Slot {
+                    pending.push(Pending::Failed(Slot {
                         id: doc.id.unwrap_or_else(|| i.to_string()),
                         doc: Err(e),
                     }));
@@ -119,8 +130,8 @@ impl Handler {
         let slots: Vec<Slot> = futures::stream::iter(pending)
             .map(|p| async move {
                 match p {
-                    Ok((doc, position)) => self.slot(doc, position).await,
-                    Err(failed) => failed,
+                    Pending::Load(doc, position) => self.slot(doc, position).await,
+                    Pending::Failed(failed) => failed,
                 }
             })
             .buffered(LOADS_PER_REQUEST)
