@@ -65,7 +65,8 @@ fn help_defaults(help: &str) -> Vec<(String, String)> {
     let mut flag = None;
     for line in help.lines() {
         let trimmed = line.trim_start();
-        if trimmed.starts_with('-') {
+        // Flags are indented by at most 6 columns; their descriptions by 10.
+        if trimmed.starts_with('-') && line.len() - trimmed.len() < 8 {
             flag = trimmed
                 .split([' ', ',', '<', '='])
                 .find(|w| w.starts_with("--"))

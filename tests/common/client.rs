@@ -38,6 +38,17 @@ pub fn png(seed: u8, w: u32, h: u32) -> Vec<u8> {
     out.into_inner()
 }
 
+/// A one-colour PNG: a few KB on the wire, but every pixel is still decoded and resized, so
+/// preparing it takes real time (what the slow-job tests rely on, now that an idle tower does
+/// not wait for `--max-batch-delay`).
+pub fn flat_png(seed: u8, w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(w, h, image::Rgb([seed, 128, 255 - seed]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("png");
+    out.into_inner()
+}
+
 pub fn request(docs: Vec<WireDoc>) -> Request {
     Request {
         id: None,
@@ -139,7 +150,7 @@ pub fn slow_job_docs() -> Vec<clip_worker::protocol::WireDoc> {
             if i % 4 == 0 {
                 text(&format!("t{i}"))
             } else {
-                image(png(i as u8, 64, 48))
+                image(flat_png(i as u8, 1600, 1200))
             }
         })
         .collect()
