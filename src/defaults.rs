@@ -9,78 +9,78 @@ use std::time::Duration;
 /// Largest minibatch fed to a tower.
 pub const MINIBATCH_SIZE: usize = 32;
 /// Threads that decode, resize and tokenize.
-pub const NUM_WORKER_PREPROCESS: usize = 4;
+pub(crate) const NUM_WORKER_PREPROCESS: usize = 4;
 /// Longest a minibatch waits to fill once its first document is ready.
-pub const MAX_BATCH_DELAY: Duration = Duration::from_millis(5);
+pub(crate) const MAX_BATCH_DELAY: Duration = Duration::from_millis(5);
 /// Documents admitted by a worker at once.
-pub const MAX_INFLIGHT_DOCS: usize = 2048;
+pub(crate) const MAX_INFLIGHT_DOCS: usize = 2048;
 /// Minibatch-sized chunks of one request in flight at once (fairness between requests).
-pub const CHUNKS_PER_REQUEST: usize = 2;
+pub(crate) const CHUNKS_PER_REQUEST: usize = 2;
 
 // Request limits (worker).
 
 /// Documents per request, matches included.
-pub const MAX_DOCS_PER_REQUEST: usize = 1024;
+pub(crate) const MAX_DOCS_PER_REQUEST: usize = 1024;
 /// Matches under one rank root.
-pub const MAX_MATCHES: usize = 1024;
+pub(crate) const MAX_MATCHES: usize = 1024;
 /// Characters of one text.
-pub const MAX_TEXT_CHARS: usize = 100_000;
+pub(crate) const MAX_TEXT_CHARS: usize = 100_000;
 /// Bytes of one document's blob or tensor.
-pub const MAX_DOC_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_DOC_BYTES: usize = 64 * 1024 * 1024;
 /// Time limit for fetching one http(s) URI, redirects and body included.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time limit for opening one connection of a fetch.
-pub const FETCH_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const FETCH_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Redirects one fetch follows.
-pub const MAX_REDIRECTS: u32 = 5;
+pub(crate) const MAX_REDIRECTS: u32 = 5;
 /// URIs a worker fetches at once (the others wait).
-pub const MAX_CONCURRENT_FETCHES: usize = 32;
+pub(crate) const MAX_CONCURRENT_FETCHES: usize = 32;
 
 // Names on NATS.
 
 /// Subject prefix: `<prefix>.encode`, `<prefix>.jobs.encode`, ...
-pub const PREFIX: &str = "clip";
+pub(crate) const PREFIX: &str = "clip";
 /// Service name in `$SRV` discovery.
-pub const SERVICE_NAME: &str = "clip-worker";
+pub(crate) const SERVICE_NAME: &str = "clip-worker";
 /// Queue group shared by the workers' request/reply endpoints.
-pub const QUEUE_GROUP: &str = "clip-workers";
+pub(crate) const QUEUE_GROUP: &str = "clip-workers";
 /// JetStream work-queue stream for durable jobs.
-pub const STREAM: &str = "CLIP_JOBS";
+pub(crate) const STREAM: &str = "CLIP_JOBS";
 /// Durable pull consumer shared by the workers.
-pub const CONSUMER: &str = "clip-workers";
+pub(crate) const CONSUMER: &str = "clip-workers";
 /// Object Store bucket the `submit` client uploads large images to.
-pub const OBJECT_BUCKET: &str = "clip-uploads";
+pub(crate) const OBJECT_BUCKET: &str = "clip-uploads";
 
 // Durable jobs (worker).
 
 /// Unacknowledged jobs the server hands out at once (all workers together).
-pub const MAX_ACK_PENDING: i64 = 1024;
+pub(crate) const MAX_ACK_PENDING: i64 = 1024;
 /// Time before an unacknowledged job is redelivered.
-pub const ACK_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Deliveries of a job before a transient failure is its result.
-pub const MAX_DELIVER: i64 = 5;
+pub(crate) const MAX_DELIVER: i64 = 5;
 /// Delay before a job nak'ed for a transient failure is redelivered.
-pub const NAK_DELAY: Duration = Duration::from_secs(2);
+pub(crate) const NAK_DELAY: Duration = Duration::from_secs(2);
 /// Jobs one worker processes at once.
-pub const MAX_INFLIGHT_JOBS: usize = 64;
+pub(crate) const MAX_INFLIGHT_JOBS: usize = 64;
 /// Time allowed on SIGTERM/SIGINT to finish in-flight work.
-pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 // Connection.
 
 /// NATS server URL.
-pub const NATS_URL: &str = "nats://127.0.0.1:4222";
+pub(crate) const NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Connection name shown in the server's monitoring.
-pub const NATS_NAME: &str = "clip-worker";
+pub(crate) const NATS_NAME: &str = "clip-worker";
 
 // The `submit` client.
 
 /// Documents per request.
-pub const BATCH_SIZE: usize = 32;
+pub(crate) const BATCH_SIZE: usize = 32;
 /// Requests (or jobs) in flight at once.
-pub const CONCURRENCY: usize = 4;
+pub(crate) const CONCURRENCY: usize = 4;
 /// Wait for one reply (or one job's result) at most this long.
-pub const TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(60);
 /// Tries of one request (the first included) when the worker answers `overloaded` or
 /// `shutting_down`, or no worker listens.
-pub const MAX_ATTEMPTS: u32 = 6;
+pub(crate) const MAX_ATTEMPTS: u32 = 6;

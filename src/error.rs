@@ -79,7 +79,7 @@ const ALL_CODES: [ErrorCode; 17] = [
 ];
 
 impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorCode::EmptyDocument => "empty_document",
             ErrorCode::InvalidDocument => "invalid_document",
@@ -126,7 +126,7 @@ impl DocError {
 }
 
 /// Any error kept as the source of another one, whatever its type.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Displays an error followed by its sources, `outer: inner: root`, so a log line or a
 /// document's error message carries the whole cause, not only the outermost context.

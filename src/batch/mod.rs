@@ -11,7 +11,7 @@
 mod stats;
 mod tower;
 
-pub use stats::{BatchStats, TowerStats};
+pub(crate) use stats::BatchStats;
 
 use crate::defaults;
 use crate::engine::{ClipModel, Embedded, InferenceError, Prepared, Preprocessor};
@@ -71,7 +71,7 @@ struct Arriving {
 
 /// Queue lengths at one instant (see [`Pipeline::queue_depths`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueDepths {
+pub(crate) struct QueueDepths {
     pub preprocess: usize,
     pub text: usize,
     pub image: usize,
@@ -234,12 +234,12 @@ impl Pipeline {
         }))
     }
 
-    pub fn config(&self) -> &BatchConfig {
+    pub(crate) fn config(&self) -> &BatchConfig {
         &self.config
     }
 
     /// Admits `docs` documents now, or says `overloaded` (request/reply answers at once).
-    pub fn try_admit(&self, docs: usize) -> Result<Admission, DocError> {
+    pub(crate) fn try_admit(&self, docs: usize) -> Result<Admission, DocError> {
         let n = self.permits(docs)?;
         self.inflight
             .clone()
@@ -260,13 +260,13 @@ impl Pipeline {
     }
 
     /// Documents that can be admitted right now.
-    pub fn available(&self) -> usize {
+    pub(crate) fn available(&self) -> usize {
         self.inflight.available_permits()
     }
 
     /// Documents waiting to be preprocessed, and prepared documents waiting for the text and
     /// image towers.
-    pub fn queue_depths(&self) -> QueueDepths {
+    pub(crate) fn queue_depths(&self) -> QueueDepths {
         QueueDepths {
             preprocess: self.prep_tx.len(),
             text: self.text_queue.len(),
@@ -275,7 +275,7 @@ impl Pipeline {
     }
 
     /// Whether every preprocess and inference thread is still running.
-    pub fn threads_alive(&self) -> bool {
+    pub(crate) fn threads_alive(&self) -> bool {
         match self.threads.lock() {
             Ok(t) => !t.is_empty() && t.iter().all(|h| !h.is_finished()),
             Err(_) => false,

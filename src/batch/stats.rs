@@ -24,7 +24,7 @@ pub struct TowerSnapshot {
 }
 
 impl TowerStats {
-    pub fn record(&self, size: usize, took: Duration) {
+    pub(crate) fn record(&self, size: usize, took: Duration) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.docs.fetch_add(size as u64, Ordering::Relaxed);
         self.max_batch.fetch_max(size as u64, Ordering::Relaxed);
@@ -32,7 +32,7 @@ impl TowerStats {
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self) -> TowerSnapshot {
+    pub(crate) fn snapshot(&self) -> TowerSnapshot {
         let batches = self.batches.load(Ordering::Relaxed);
         let docs = self.docs.load(Ordering::Relaxed);
         TowerSnapshot {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// Which part of the worker runs alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Baseline {
+pub(crate) enum Baseline {
     /// The towers on ready token ids and pixel tensors, one minibatch of `batch_size` per call.
     Model,
     /// Decoding, resizing and tokenizing on one thread.
@@ -25,7 +25,7 @@ pub enum Baseline {
 }
 
 impl Baseline {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Baseline::Model => "model",
             Baseline::Preprocess => "preprocess",
@@ -55,7 +55,7 @@ fn report(mode: Baseline, pool: &Pool, batch_size: usize, plan: &Plan, rec: &Rec
 
 /// The towers alone: every document prepared once up front, then minibatches of `batch_size`
 /// run one after another (texts, images, or alternating for a mixed pool).
-pub fn model(
+pub(crate) fn model(
     engine: &Engine,
     pool: &Pool,
     batch_size: usize,
@@ -100,7 +100,7 @@ pub fn model(
 }
 
 /// Preprocessing alone on the calling thread: `batch_size` documents per sample.
-pub fn preprocess(
+pub(crate) fn preprocess(
     engine: &Engine,
     pool: &Pool,
     batch_size: usize,
@@ -124,7 +124,7 @@ pub fn preprocess(
 
 /// The batching pipeline without NATS: `plan.concurrency` callers, each sending requests of
 /// `batch_size` documents and waiting for their embeddings.
-pub async fn engine(
+pub(crate) async fn engine(
     engine: &Engine,
     config: BatchConfig,
     pool: Arc<Pool>,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// When a run stops and how requests arrive.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Requests in flight at once (fixed concurrency).
     pub concurrency: usize,
     /// Requests started per second, however many are in flight (fixed arrival rate); overrides
@@ -27,14 +27,14 @@ pub struct Plan {
 }
 
 /// Hands out request numbers until the plan's end.
-pub struct Ticket {
+pub(crate) struct Ticket {
     next: AtomicU64,
     deadline: Instant,
     count: Option<u64>,
 }
 
 impl Ticket {
-    pub fn new(plan: &Plan) -> Ticket {
+    pub(crate) fn new(plan: &Plan) -> Ticket {
         Ticket {
             next: AtomicU64::new(0),
             deadline: Instant::now() + plan.duration,
@@ -43,7 +43,7 @@ impl Ticket {
     }
 
     /// The next request's number, or `None` once the run is over.
-    pub fn claim(&self) -> Option<u64> {
+    pub(crate) fn claim(&self) -> Option<u64> {
         match self.count {
             Some(c) => {
                 let n = self.next.fetch_add(1, Ordering::Relaxed);
@@ -58,7 +58,10 @@ impl Ticket {
 }
 
 /// Prints the recorder's progress line every second until aborted.
-pub fn spawn_progress(recorder: Arc<Recorder>, on: bool) -> Option<tokio::task::JoinHandle<()>> {
+pub(crate) fn spawn_progress(
+    recorder: Arc<Recorder>,
+    on: bool,
+) -> Option<tokio::task::JoinHandle<()>> {
     on.then(|| {
         tokio::spawn(async move {
             let terminal = std::io::stderr().is_terminal();
@@ -96,7 +99,7 @@ fn end_progress(handle: Option<tokio::task::JoinHandle<()>>, recorder: &Recorder
 
 /// Runs `send(n)` for each request number `n` of the plan and records what each one returned
 /// (one outcome per document).
-pub async fn drive<F, Fut>(plan: &Plan, recorder: Arc<Recorder>, send: F)
+pub(crate) async fn drive<F, Fut>(plan: &Plan, recorder: Arc<Recorder>, send: F)
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Vec<Option<ErrorCode>>> + Send + 'static,
@@ -142,7 +145,7 @@ where
 
 /// The same on the calling thread, one request after another (in-process baselines that are
 /// themselves blocking).
-pub fn drive_blocking(
+pub(crate) fn drive_blocking(
     plan: &Plan,
     recorder: &Recorder,
     mut send: impl FnMut(u64) -> Vec<Option<ErrorCode>>,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Which documents a run sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Workload {
+pub(crate) enum Workload {
     /// Captions only.
     Text,
     /// Images only.
@@ -19,7 +19,7 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Workload::Text => "text",
             Workload::Image => "image",
@@ -64,7 +64,7 @@ impl std::fmt::Display for ImageSize {
 
 /// A fixed pool of documents that requests take from in turn.
 #[derive(Debug, Clone)]
-pub struct Pool {
+pub(crate) struct Pool {
     docs: Vec<Document>,
 }
 
@@ -76,7 +76,7 @@ const CAPTIONS: usize = 256;
 impl Pool {
     /// Generated documents for `workload`: captions, and `IMAGES_PER_SIZE` JPEGs of each size
     /// (or the given image files instead).
-    pub fn build(
+    pub(crate) fn build(
         workload: Workload,
         sizes: &[ImageSize],
         image_files: Option<&[PathBuf]>,
@@ -112,7 +112,7 @@ impl Pool {
 
     /// The documents of request number `n`, `batch` of them, continuing where request `n - 1`
     /// stopped.
-    pub fn request(&self, n: u64, batch: usize) -> Vec<Document> {
+    pub(crate) fn request(&self, n: u64, batch: usize) -> Vec<Document> {
         let len = self.docs.len() as u64;
         (0..batch as u64)
             .filter_map(|i| {
@@ -124,7 +124,7 @@ impl Pool {
 
     /// Writes the pool to `dir`: `texts.txt` (one caption per line) and `images/NNN.jpg` (or
     /// `.png`, ...), for other clients to send the same inputs.
-    pub fn save(&self, dir: &Path) -> Result<(), BenchError> {
+    pub(crate) fn save(&self, dir: &Path) -> Result<(), BenchError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| BenchError::Io { path, source }
@@ -149,12 +149,12 @@ impl Pool {
         std::fs::write(&path, texts).map_err(io(&path))
     }
 
-    pub fn docs(&self) -> &[Document] {
+    pub(crate) fn docs(&self) -> &[Document] {
         &self.docs
     }
 
     /// How many documents of each modality, and the mean bytes of the images.
-    pub fn describe(&self) -> PoolSummary {
+    pub(crate) fn describe(&self) -> PoolSummary {
         let mut s = PoolSummary::default();
         for d in &self.docs {
             match modality(d) {
@@ -171,7 +171,7 @@ impl Pool {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct PoolSummary {
+pub(crate) struct PoolSummary {
     pub texts: usize,
     pub images: usize,
     /// Mean encoded size of the images.
@@ -209,7 +209,7 @@ fn interleave(a: Vec<Document>, b: Vec<Document>) -> Vec<Document> {
 }
 
 /// The given image files, read into memory.
-pub fn read_images(files: &[PathBuf]) -> Result<Vec<Document>, BenchError> {
+pub(crate) fn read_images(files: &[PathBuf]) -> Result<Vec<Document>, BenchError> {
     if files.is_empty() {
         return Err(BenchError::Inputs("no image files given".into()));
     }
@@ -295,7 +295,7 @@ const EXTRAS: [&str; 8] = [
 ];
 
 /// Captions like those of photo datasets: about 8 to 20 tokens.
-pub fn captions(n: usize) -> Vec<String> {
+pub(crate) fn captions(n: usize) -> Vec<String> {
     let mut rng = Rng(0x9E37_79B9);
     (0..n)
         .map(|_| {
@@ -312,7 +312,7 @@ pub fn captions(n: usize) -> Vec<String> {
 
 /// A photo-like JPEG (quality 85): smooth colour fields, soft shapes and fine grain, so it
 /// compresses about as well as a camera picture of its size.
-pub fn photo_jpeg(size: ImageSize, seed: u32) -> Result<Vec<u8>, BenchError> {
+pub(crate) fn photo_jpeg(size: ImageSize, seed: u32) -> Result<Vec<u8>, BenchError> {
     let (w, h) = (usize::from(size.width), usize::from(size.height));
     let mut rng = Rng(0x2545_F491 ^ seed.wrapping_mul(0x0100_0193) ^ 1);
     // A few soft discs over a two-colour gradient.

@@ -4,16 +4,16 @@
 //! and reports throughput, latency percentiles, and, from the worker's `/metrics`, the
 //! minibatch sizes and where the time went.
 
-pub mod baseline;
-pub mod drive;
-pub mod inputs;
-pub mod record;
-pub mod report;
-pub mod scrape;
+pub(crate) mod baseline;
+pub(crate) mod drive;
+pub(crate) mod inputs;
+pub(crate) mod record;
+pub(crate) mod report;
+pub(crate) mod scrape;
 
-pub use drive::Plan;
-pub use inputs::{ImageSize, Pool, Workload};
-pub use report::Report;
+pub(crate) use drive::Plan;
+pub(crate) use inputs::{ImageSize, Pool, Workload};
+pub(crate) use report::Report;
 
 use crate::client::{Client, ClientError, Options, RetryPolicy};
 use crate::docio::InputDoc;
@@ -48,7 +48,7 @@ pub enum BenchError {
 
 /// How to reach the workers and what to ask of them.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub nats: NatsOptions,
     pub prefix: String,
     /// Durable JetStream jobs instead of request/reply.
@@ -61,7 +61,7 @@ pub struct Target {
 /// Drives running workers: each request is `batch_size` documents from the pool, sent through
 /// the client library (packing and uploads included) and tried once, so an `overloaded` answer
 /// is counted, not retried.
-pub async fn run_nats(
+pub(crate) async fn run_nats(
     target: &Target,
     pool: Arc<Pool>,
     batch_size: usize,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// One request: when it was sent (from the start of the run), how long it took, and each
 /// document's outcome (`None`: embedded).
 #[derive(Debug, Clone)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub sent: Duration,
     pub latency: Duration,
     pub docs: Vec<Option<ErrorCode>>,
@@ -18,7 +18,7 @@ pub struct Sample {
 
 impl Sample {
     /// The request's outcome: `None` when every document was embedded, else the first error.
-    pub fn error(&self) -> Option<ErrorCode> {
+    pub(crate) fn error(&self) -> Option<ErrorCode> {
         self.docs.iter().flatten().next().copied()
     }
 
@@ -28,7 +28,7 @@ impl Sample {
 }
 
 /// Collects samples from many tasks or threads.
-pub struct Recorder {
+pub(crate) struct Recorder {
     start: Instant,
     samples: Mutex<Vec<Sample>>,
     pub sent: AtomicU64,
@@ -40,7 +40,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Recorder {
             start: Instant::now(),
             samples: Mutex::new(Vec::new()),
@@ -52,17 +52,17 @@ impl Recorder {
         }
     }
 
-    pub fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         self.start.elapsed()
     }
 
     /// Marks a request as sent now and returns its start time.
-    pub fn begin(&self) -> Instant {
+    pub(crate) fn begin(&self) -> Instant {
         self.sent.fetch_add(1, Ordering::Relaxed);
         Instant::now()
     }
 
-    pub fn finish(&self, began: Instant, docs: Vec<Option<ErrorCode>>) {
+    pub(crate) fn finish(&self, began: Instant, docs: Vec<Option<ErrorCode>>) {
         let ok = docs.iter().filter(|d| d.is_none()).count() as u64;
         self.docs_ok.fetch_add(ok, Ordering::Relaxed);
         self.docs_failed
@@ -78,23 +78,23 @@ impl Recorder {
         }
     }
 
-    pub fn note_stream(&self, messages: u64) {
+    pub(crate) fn note_stream(&self, messages: u64) {
         let t = self.elapsed().as_secs_f64();
         if let Ok(mut s) = self.stream.lock() {
             s.push((t, messages));
         }
     }
 
-    pub fn samples(&self) -> Vec<Sample> {
+    pub(crate) fn samples(&self) -> Vec<Sample> {
         self.samples.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    pub fn stream_samples(&self) -> Vec<(f64, u64)> {
+    pub(crate) fn stream_samples(&self) -> Vec<(f64, u64)> {
         self.stream.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// The progress line: time, requests, documents per second so far, failures, in flight.
-    pub fn progress_line(&self) -> String {
+    pub(crate) fn progress_line(&self) -> String {
         let secs = self.elapsed().as_secs_f64().max(1e-9);
         let done = self.done.load(Ordering::Relaxed);
         let sent = self.sent.load(Ordering::Relaxed);
@@ -116,7 +116,7 @@ impl Default for Recorder {
 
 /// Latency percentiles in milliseconds (nearest rank).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct Latency {
+pub(crate) struct Latency {
     pub count: usize,
     pub mean_ms: f64,
     pub p50_ms: f64,
@@ -126,7 +126,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    pub fn of(latencies: &[Duration]) -> Latency {
+    pub(crate) fn of(latencies: &[Duration]) -> Latency {
         let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
         ms.sort_by(f64::total_cmp);
         let at = |q: f64| {
@@ -153,7 +153,7 @@ impl Latency {
 
 /// Requests or documents: how many, how many succeeded, and the failures by error code.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub total: u64,
     pub ok: u64,
     pub failed: u64,
@@ -175,7 +175,7 @@ impl Counts {
 
 /// One second of the run, by completion time.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct Second {
+pub(crate) struct Second {
     /// End of the interval, in seconds from the start.
     pub t: u64,
     pub requests: u64,
@@ -188,7 +188,7 @@ pub struct Second {
 
 /// Everything computed from the samples.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// From the first request sent to the last answer.
     pub wall_s: f64,
     pub requests: Counts,
@@ -204,7 +204,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(samples: &[Sample], stream: &[(f64, u64)]) -> Summary {
+    pub(crate) fn of(samples: &[Sample], stream: &[(f64, u64)]) -> Summary {
         let mut s = Summary::default();
         let mut ok = Vec::new();
         let mut failed: BTreeMap<String, Vec<Duration>> = BTreeMap::new();

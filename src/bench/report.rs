@@ -6,7 +6,7 @@ use super::scrape::WorkerStats;
 use std::fmt::Write;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// `nats`, or the in-process baseline: `model`, `preprocess`, `engine`.
     pub mode: String,
     /// NATS runs: `request` (request/reply) or `jobs` (durable JetStream jobs).
@@ -38,11 +38,11 @@ fn latency_row(out: &mut String, label: &str, l: &Latency) {
 }
 
 impl Report {
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let s = &self.summary;
         let mut out = String::new();
         let how = match (self.concurrency, self.rate) {

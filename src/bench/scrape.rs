@@ -7,13 +7,13 @@ use std::time::Duration;
 
 /// One scrape: series (name plus sorted labels) → value.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Scrape {
+pub(crate) struct Scrape {
     series: BTreeMap<(String, Vec<(String, String)>), f64>,
 }
 
 impl Scrape {
     /// Reads the Prometheus text format (comments and malformed lines are skipped).
-    pub fn parse(text: &str) -> Scrape {
+    pub(crate) fn parse(text: &str) -> Scrape {
         let mut series = BTreeMap::new();
         for line in text.lines() {
             let line = line.trim();
@@ -36,7 +36,7 @@ impl Scrape {
     }
 
     /// Fetches and parses `url` (a worker's `/metrics`).
-    pub fn fetch(url: &str) -> Result<Scrape, String> {
+    pub(crate) fn fetch(url: &str) -> Result<Scrape, String> {
         let body = ureq::get(url)
             .timeout(Duration::from_secs(5))
             .call()
@@ -111,7 +111,7 @@ fn parse_labels(s: &str) -> Vec<(String, String)> {
 
 /// Where one modality's documents spent their time in the worker, and its minibatches.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct StageSplit {
+pub(crate) struct StageSplit {
     /// Documents that went through the tower.
     pub docs: u64,
     /// Minibatches run.
@@ -127,14 +127,14 @@ pub struct StageSplit {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct BatchBucket {
+pub(crate) struct BatchBucket {
     pub le: String,
     pub batches: u64,
 }
 
 /// What the worker's metrics say about the run.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct WorkerStats {
+pub(crate) struct WorkerStats {
     /// By modality (`text`, `image`).
     pub stages: BTreeMap<String, StageSplit>,
     /// Mean time to send a reply or publish a job result, by transport.
@@ -156,7 +156,7 @@ fn mean_ms(sum: &BTreeMap<String, f64>, count: &BTreeMap<String, f64>) -> BTreeM
 
 impl WorkerStats {
     /// The difference between two scrapes of one worker.
-    pub fn between(before: &Scrape, after: &Scrape) -> WorkerStats {
+    pub(crate) fn between(before: &Scrape, after: &Scrape) -> WorkerStats {
         let d = |name: &str, by: &str| after.delta_by(before, name, by);
         let docs = d("clip_worker_inferences_total", "modality");
         let batches = d("clip_worker_inference_executions_total", "modality");

@@ -34,11 +34,11 @@ pub struct ModelStoreArgs {
 }
 
 impl ModelStoreArgs {
-    pub fn registry(&self) -> Result<Registry, RegistryError> {
+    pub(crate) fn registry(&self) -> Result<Registry, RegistryError> {
         Registry::load(self.model_manifest.as_deref())
     }
 
-    pub fn open(&self) -> Result<ModelStore, RegistryError> {
+    pub(crate) fn open(&self) -> Result<ModelStore, RegistryError> {
         Ok(ModelStore::new(
             self.registry()?,
             ModelCache::new(self.model_cache.clone().unwrap_or_else(cache::default_root)),
@@ -127,7 +127,7 @@ pub struct EngineArgs {
 impl EngineArgs {
     /// Engine options for the model: `--model-dir` as given, else the model's cache folder,
     /// downloaded first when missing (unless `--offline`). Blocks for the whole download.
-    pub fn options(&self) -> Result<EngineOptions, StoreError> {
+    pub(crate) fn options(&self) -> Result<EngineOptions, StoreError> {
         let store = self.store.open()?;
         let entry = store
             .registry

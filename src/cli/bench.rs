@@ -136,7 +136,7 @@ fn bench_error(e: BenchError) -> CliError {
     CliError::Bench(Box::new(e))
 }
 
-pub fn run(args: BenchArgs) -> Result<(), CliError> {
+pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
     if args.rate.is_some()
         && matches!(
             args.in_process,

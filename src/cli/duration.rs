@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// A duration as [`parse_duration`] reads it back: whole seconds as `30s`, else `ms` or `us`
 /// (shown as a flag's default in `--help`).
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
     } else if d.subsec_nanos().is_multiple_of(1_000_000) {
@@ -14,7 +14,7 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

@@ -1,14 +1,14 @@
 //! The `clip-worker` command line: encode and rank in-process, list models.
 
-pub mod args;
-pub mod bench;
-pub mod duration;
-pub mod models;
-pub mod nats;
-pub mod serve;
-pub mod shutdown;
-pub mod submit;
-pub mod uri;
+pub(crate) mod args;
+pub(crate) mod bench;
+pub(crate) mod duration;
+pub(crate) mod models;
+pub(crate) mod nats;
+pub(crate) mod serve;
+pub(crate) mod shutdown;
+pub(crate) mod submit;
+pub(crate) mod uri;
 
 use crate::client::ClientError;
 use crate::docio::{self, lines, InputDoc};

@@ -68,7 +68,7 @@ pub struct PathArgs {
     pub store: ModelStoreArgs,
 }
 
-pub fn run(args: ModelsArgs) -> Result<(), CliError> {
+pub(crate) fn run(args: ModelsArgs) -> Result<(), CliError> {
     match args.command {
         None => list(args.list),
         Some(ModelsCommand::List(a)) => list(a),

@@ -85,7 +85,7 @@ pub struct NatsArgs {
 }
 
 impl NatsArgs {
-    pub fn options(&self) -> NatsOptions {
+    pub(crate) fn options(&self) -> NatsOptions {
         NatsOptions {
             urls: self.urls.clone(),
             creds: self.creds.clone(),

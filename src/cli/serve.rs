@@ -135,7 +135,7 @@ pub enum ServeError {
     WarmUp(String),
 }
 
-pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
+pub(crate) fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("clip-worker-io")

@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 /// Past the deadline, the time allowed to the last steps (runtime teardown, log flush) before
 /// the watchdog ends the process.
-pub const EXIT_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const EXIT_GRACE: Duration = Duration::from_secs(1);
 
 /// Exit status when a second signal or the watchdog ends the process.
-pub const FORCED_EXIT: i32 = 1;
+pub(crate) const FORCED_EXIT: i32 = 1;
 
 /// SIGTERM and SIGINT, listened to from start-up on (the default action would kill the process
 /// without a log line while the model loads or NATS is awaited).
-pub struct StopSignals {
+pub(crate) struct StopSignals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -21,7 +21,7 @@ pub struct StopSignals {
 }
 
 impl StopSignals {
-    pub fn install() -> std::io::Result<Self> {
+    pub(crate) fn install() -> std::io::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -35,7 +35,7 @@ impl StopSignals {
     }
 
     /// Waits for the next SIGTERM or SIGINT and names it.
-    pub async fn next(&mut self) -> &'static str {
+    pub(crate) async fn next(&mut self) -> &'static str {
         #[cfg(unix)]
         {
             tokio::select! {
@@ -51,7 +51,7 @@ impl StopSignals {
     }
 
     /// After the first signal: a second one ends the process at once, without draining.
-    pub fn exit_on_second(mut self) {
+    pub(crate) fn exit_on_second(mut self) {
         tokio::spawn(async move {
             let signal = self.next().await;
             tracing::error!(signal, "second stop signal: exiting now without draining");
@@ -63,7 +63,7 @@ impl StopSignals {
 
 /// Ends the process if it is still running `EXIT_GRACE` after `deadline`. A plain thread, so
 /// it fires even if the async runtime is blocked.
-pub fn start_watchdog(deadline: Instant) {
+pub(crate) fn start_watchdog(deadline: Instant) {
     let spawned = std::thread::Builder::new()
         .name("clip-worker-shutdown-watchdog".into())
         .spawn(move || {

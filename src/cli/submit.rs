@@ -100,7 +100,7 @@ pub struct SubmitOptions {
 }
 
 impl SubmitOptions {
-    pub fn options(&self) -> Options {
+    pub(crate) fn options(&self) -> Options {
         Options {
             durable: self.durable,
             batch_size: self.batch_size.max(1),
@@ -141,7 +141,7 @@ impl SubmitOptions {
     }
 }
 
-pub fn run(args: SubmitArgs) -> Result<(), CliError> {
+pub(crate) fn run(args: SubmitArgs) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("clip-submit")
@@ -155,7 +155,7 @@ pub fn run(args: SubmitArgs) -> Result<(), CliError> {
 }
 
 /// Image files under `dir`, recursively, by extension, sorted.
-pub fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
@@ -178,7 +178,7 @@ pub fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Documents for command-line arguments: a folder becomes its images (id: the path), anything
 /// else one document (id: its position), classified like `clip-worker encode` does.
-pub fn docs_from_args(args: &[String]) -> Result<Vec<InputDoc>, CliError> {
+pub(crate) fn docs_from_args(args: &[String]) -> Result<Vec<InputDoc>, CliError> {
     let mut docs = Vec::new();
     for a in args {
         if Path::new(a).is_dir() {

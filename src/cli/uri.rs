@@ -50,7 +50,7 @@ pub struct UriArgs {
 
 impl UriArgs {
     /// The policy these flags describe, for documents of at most `max_bytes` bytes.
-    pub fn workers(&self, max_bytes: u64) -> Result<FetchWorkers, LocalRootError> {
+    pub(crate) fn workers(&self, max_bytes: u64) -> Result<FetchWorkers, LocalRootError> {
         let local_files = match (&self.allow_local_root, self.allow_local_files) {
             (Some(root), deprecated) => {
                 if deprecated {

@@ -22,7 +22,7 @@ impl Client {
     /// Sends documents and returns one answer per document, in order. A request the worker
     /// finds too large is split in two (that is not a retry); documents that fail transiently,
     /// the whole request or on their own, are sent again, each at most `max_attempts` times.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         kind: JobKind,
         mut docs: Vec<WireDoc>,

@@ -27,7 +27,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl JobInbox {
-    pub async fn open(nats: &async_nats::Client) -> Result<JobInbox, DocError> {
+    pub(crate) async fn open(nats: &async_nats::Client) -> Result<JobInbox, DocError> {
         let unavailable = |what: &str, e: &dyn std::fmt::Display| {
             DocError::new(ErrorCode::Unavailable, format!("{what}: {e}"))
         };
@@ -64,13 +64,13 @@ impl JobInbox {
     }
 
     /// Starts waiting for a job's result (before the job is published).
-    pub fn register(&self, job_id: &str) -> oneshot::Receiver<async_nats::Message> {
+    pub(crate) fn register(&self, job_id: &str) -> oneshot::Receiver<async_nats::Message> {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(job_id.to_string(), tx);
         rx
     }
 
-    pub fn forget(&self, job_id: &str) {
+    pub(crate) fn forget(&self, job_id: &str) {
         lock(&self.pending).remove(job_id);
     }
 }

@@ -25,9 +25,9 @@ mod error;
 mod exchange;
 mod inbox;
 mod options;
-pub mod pack;
+pub(crate) mod pack;
 mod rank;
-pub mod retry;
+pub(crate) mod retry;
 pub mod upload;
 
 pub use error::ClientError;
@@ -129,12 +129,12 @@ impl Client {
     }
 
     /// The request/reply subject for a kind of work.
-    pub fn subject(&self, kind: JobKind) -> String {
+    pub(crate) fn subject(&self, kind: JobKind) -> String {
         self.subjects.request(kind)
     }
 
     /// The durable-job subject for a kind of work.
-    pub fn jobs_subject(&self, kind: JobKind) -> String {
+    pub(crate) fn jobs_subject(&self, kind: JobKind) -> String {
         self.subjects.job(kind)
     }
 
@@ -165,7 +165,7 @@ impl Client {
     }
 
     /// Checks that a JetStream stream captures the job subject (a worker created it).
-    pub async fn check_jobs_stream(&self, kind: JobKind) -> Result<(), ClientError> {
+    pub(crate) async fn check_jobs_stream(&self, kind: JobKind) -> Result<(), ClientError> {
         let subject = self.jobs_subject(kind);
         match self.jetstream.stream_by_subject(subject.clone()).await {
             Ok(_) => Ok(()),
@@ -191,7 +191,7 @@ impl Client {
 
     /// Encodes documents, handing each result to `sink` in input order as soon as it and all
     /// before it are known. Only an error from `sink` stops early.
-    pub async fn encode_each<E>(
+    pub(crate) async fn encode_each<E>(
         &self,
         docs: Vec<InputDoc>,
         opts: &Options,
@@ -209,24 +209,8 @@ impl Client {
         Ok(())
     }
 
-    /// Ranks each root's matches against it; one result per root, in input order.
-    pub async fn rank(
-        &self,
-        roots: Vec<InputDoc>,
-        opts: &Options,
-    ) -> Vec<Result<Ranked, DocError>> {
-        let mut out = Vec::with_capacity(roots.len());
-        let _ = self
-            .rank_each(roots, opts, |_, _, r| {
-                out.push(r);
-                Ok::<(), std::convert::Infallible>(())
-            })
-            .await;
-        out
-    }
-
     /// Ranks, handing `(root id, match ids, result)` to `sink` in input order.
-    pub async fn rank_each<E>(
+    pub(crate) async fn rank_each<E>(
         &self,
         roots: Vec<InputDoc>,
         opts: &Options,

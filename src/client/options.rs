@@ -29,7 +29,7 @@ pub struct Options {
 
 impl Options {
     /// Bytes of one embedding value on the wire.
-    pub fn dtype_bytes(&self) -> usize {
+    pub(crate) fn dtype_bytes(&self) -> usize {
         match self.dtype {
             EmbeddingDtype::F32 => 4,
             EmbeddingDtype::F16 => 2,

@@ -8,25 +8,25 @@ use crate::protocol::{self, WireDoc, WireTensor};
 use std::ops::Range;
 
 /// Bytes kept free in every message for headers (`Clip-Reply-To`, `Nats-Msg-Id`, ...).
-pub const HEADER_ROOM: usize = 1024;
+pub(crate) const HEADER_ROOM: usize = 1024;
 /// Bytes of a request beyond its documents: the map, its request id, `params`, the array header.
-pub const REQUEST_OVERHEAD: usize = 256;
+pub(crate) const REQUEST_OVERHEAD: usize = 256;
 
 /// The largest request payload to send when the server accepts `max_payload` bytes.
-pub fn request_budget(max_payload: usize) -> usize {
+pub(crate) fn request_budget(max_payload: usize) -> usize {
     max_payload
         .saturating_sub(HEADER_ROOM)
         .max(REQUEST_OVERHEAD + 1)
 }
 
 /// Whether a document of `size` encoded bytes fits in a request on its own.
-pub fn fits_alone(size: usize, budget: usize) -> bool {
+pub(crate) fn fits_alone(size: usize, budget: usize) -> bool {
     size.saturating_add(REQUEST_OVERHEAD) <= budget
 }
 
 /// Loads what the client can load, like the original client: text and tensors as they are,
 /// images named by a path, an http(s) URL or a data: URI read here and sent as `blob`.
-pub fn load(doc: Document, fetch: &FetchPolicy) -> Result<WireDoc, DocError> {
+pub(crate) fn load(doc: Document, fetch: &FetchPolicy) -> Result<WireDoc, DocError> {
     enum Pick {
         Text,
         Tensor,
@@ -63,12 +63,12 @@ pub fn load(doc: Document, fetch: &FetchPolicy) -> Result<WireDoc, DocError> {
 }
 
 /// Encoded size of a document as it will be sent (maps with field names).
-pub fn encoded_len(doc: &WireDoc) -> Result<usize, DocError> {
+pub(crate) fn encoded_len(doc: &WireDoc) -> Result<usize, DocError> {
     protocol::encode(doc).map(|b| b.len())
 }
 
 /// The error for a document that cannot be sent at all.
-pub fn too_large(size: usize, budget: usize, what: &str) -> DocError {
+pub(crate) fn too_large(size: usize, budget: usize, what: &str) -> DocError {
     DocError::new(
         ErrorCode::TooLarge,
         format!("{what} of {size} encoded bytes does not fit in a {budget}-byte request and cannot go through the object store"),
@@ -77,7 +77,7 @@ pub fn too_large(size: usize, budget: usize, what: &str) -> DocError {
 
 /// One unit of packing: a document (encode) or a root with its matches (rank).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Item {
+pub(crate) struct Item {
     /// Encoded request bytes.
     pub size: usize,
     /// Documents, matches included.
@@ -88,14 +88,14 @@ pub struct Item {
 
 /// Estimated reply bytes for one document carrying an embedding of `dim` values of
 /// `value_bytes` each, plus `matches` scored matches.
-pub fn reply_estimate(dim: usize, value_bytes: usize, matches: usize) -> usize {
+pub(crate) fn reply_estimate(dim: usize, value_bytes: usize, matches: usize) -> usize {
     96 + dim * value_bytes + matches * 112
 }
 
 /// Splits items into consecutive groups of at most `max_docs` documents whose request sizes and
 /// estimated reply sizes each add up, with the request overhead, to at most `budget`. An item
 /// alone always makes a group, even if it breaks a limit (the caller checked it fits).
-pub fn pack(items: &[Item], max_docs: usize, budget: usize) -> Vec<Range<usize>> {
+pub(crate) fn pack(items: &[Item], max_docs: usize, budget: usize) -> Vec<Range<usize>> {
     let mut groups = Vec::new();
     let mut start = 0;
     let (mut bytes, mut reply, mut docs) = (REQUEST_OVERHEAD, REQUEST_OVERHEAD, 0usize);
@@ -121,7 +121,7 @@ pub fn pack(items: &[Item], max_docs: usize, budget: usize) -> Vec<Range<usize>>
 }
 
 /// How many of `items` go in the next request (at least one).
-pub fn first_group(items: &[Item], batch_size: usize, budget: usize) -> usize {
+pub(crate) fn first_group(items: &[Item], batch_size: usize, budget: usize) -> usize {
     pack(items, batch_size.max(1), budget)
         .first()
         .map_or(items.len(), |g| g.len().max(1))
@@ -129,7 +129,11 @@ pub fn first_group(items: &[Item], batch_size: usize, budget: usize) -> usize {
 }
 
 /// Groups items in order so that each group holds at most `max` units (an item over `max` alone).
-pub fn into_chunks<T>(items: Vec<T>, max: usize, units: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+pub(crate) fn into_chunks<T>(
+    items: Vec<T>,
+    max: usize,
+    units: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
     let mut chunks = Vec::new();
     let mut current = Vec::new();
     let mut used = 0;

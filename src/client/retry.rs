@@ -29,13 +29,13 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// Whether a document already tried `tries` times may be tried again.
-    pub fn allows_another(&self, tries: u32) -> bool {
+    pub(crate) fn allows_another(&self, tries: u32) -> bool {
         tries < self.max_attempts.max(1)
     }
 
     /// The wait after the `tries`-th failed try, plus up to a tenth of it as jitter so that
     /// clients turned away together do not come back together.
-    pub fn backoff(&self, tries: u32) -> Duration {
+    pub(crate) fn backoff(&self, tries: u32) -> Duration {
         let doublings = tries.saturating_sub(1).min(16);
         let base = self
             .first_backoff
@@ -52,12 +52,12 @@ impl RetryPolicy {
 }
 
 /// Answers from a worker worth another try: it was full or stopping.
-pub fn transient(code: ErrorCode) -> bool {
+pub(crate) fn transient(code: ErrorCode) -> bool {
     matches!(code, ErrorCode::Overloaded | ErrorCode::ShuttingDown)
 }
 
 /// The error of a document given up on after `tries` tries, saying so.
-pub fn gave_up(error: DocError, tries: u32) -> DocError {
+pub(crate) fn gave_up(error: DocError, tries: u32) -> DocError {
     if tries <= 1 {
         return error;
     }

@@ -9,13 +9,13 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 /// How long uploaded images are kept in a bucket this client creates.
-pub const BUCKET_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const BUCKET_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// Object Store chunks are at most this big (the library's default), and never over the
 /// server's `max_payload`.
 const MAX_CHUNK: usize = 128 * 1024;
 
-pub struct Uploader {
+pub(crate) struct Uploader {
     jetstream: async_nats::jetstream::Context,
     chunk_size: usize,
     /// Open buckets; the lock also serialises uploads so one image is never written twice at once.
@@ -23,7 +23,7 @@ pub struct Uploader {
 }
 
 impl Uploader {
-    pub fn new(jetstream: async_nats::jetstream::Context, max_payload: usize) -> Self {
+    pub(crate) fn new(jetstream: async_nats::jetstream::Context, max_payload: usize) -> Self {
         Uploader {
             jetstream,
             chunk_size: MAX_CHUNK.min(max_payload.saturating_sub(4096)).max(1024),
@@ -33,7 +33,7 @@ impl Uploader {
 
     /// Stores `bytes` in `bucket` (created if absent) unless an object of that content is already
     /// there, and returns the reference to send instead of the blob.
-    pub async fn upload(&self, bucket: &str, bytes: &[u8]) -> Result<ObjectRef, DocError> {
+    pub(crate) async fn upload(&self, bucket: &str, bytes: &[u8]) -> Result<ObjectRef, DocError> {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             DocError::new(
                 ErrorCode::Internal,

@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::io::BufRead;
 
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct JsonDoc {
+pub(crate) struct JsonDoc {
     pub id: Option<Value>,
     pub text: Option<String>,
     pub uri: Option<String>,
@@ -21,7 +21,7 @@ pub struct JsonDoc {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct JsonTensor {
+pub(crate) struct JsonTensor {
     pub shape: Vec<usize>,
     pub data: String,
 }
@@ -64,7 +64,7 @@ fn id_string(id: &Option<Value>, position: usize) -> String {
 
 impl JsonDoc {
     /// Converts to an engine document; bad base64 is an error for this document only.
-    pub fn into_input(self, position: usize) -> InputDoc {
+    pub(crate) fn into_input(self, position: usize) -> InputDoc {
         let id = id_string(&self.id, position);
         let matches = self
             .matches

@@ -20,7 +20,7 @@ fn error_json(e: &DocError) -> Value {
 }
 
 /// `{"id", "modality", "embedding"}` or `{"id", "error"}`.
-pub fn encode_line(id: &str, result: &Result<Embedded, DocError>) -> Value {
+pub(crate) fn encode_line(id: &str, result: &Result<Embedded, DocError>) -> Value {
     match result {
         Ok(e) => json!({"id": id, "modality": e.modality.as_str(), "embedding": e.embedding}),
         Err(e) => json!({"id": id, "error": error_json(e)}),
@@ -28,7 +28,11 @@ pub fn encode_line(id: &str, result: &Result<Embedded, DocError>) -> Value {
 }
 
 /// A ranked root: matches best first with both scores, then any matches that failed.
-pub fn rank_line(id: &str, match_ids: &[String], result: &Result<Ranked, DocError>) -> Value {
+pub(crate) fn rank_line(
+    id: &str,
+    match_ids: &[String],
+    result: &Result<Ranked, DocError>,
+) -> Value {
     match result {
         Err(e) => json!({"id": id, "error": error_json(e)}),
         Ok(r) => {

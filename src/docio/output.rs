@@ -7,13 +7,13 @@ use crate::error::DocError;
 use std::io::{self, Write};
 
 /// Where encode results go.
-pub trait EncodeSink {
+pub(crate) trait EncodeSink {
     fn push(&mut self, id: &str, result: &Result<Embedded, DocError>) -> io::Result<()>;
     fn finish(&mut self) -> io::Result<()>;
 }
 
 /// `{"id","modality","embedding"}` / `{"id","error"}` lines.
-pub struct JsonlEncode<W: Write>(pub W);
+pub(crate) struct JsonlEncode<W: Write>(pub W);
 
 impl<W: Write> EncodeSink for JsonlEncode<W> {
     fn push(&mut self, id: &str, result: &Result<Embedded, DocError>) -> io::Result<()> {
@@ -25,7 +25,7 @@ impl<W: Write> EncodeSink for JsonlEncode<W> {
 }
 
 /// One rank line per root.
-pub fn write_rank_line(
+pub(crate) fn write_rank_line(
     out: &mut impl Write,
     id: &str,
     match_ids: &[String],
@@ -36,7 +36,7 @@ pub fn write_rank_line(
 
 /// A `.npy` writer for `rows` embeddings, streamed: the header is written once the dimension is
 /// known (at the first embedding), rows of documents that failed are NaN.
-pub struct NpyEncode<W: Write> {
+pub(crate) struct NpyEncode<W: Write> {
     out: W,
     rows: usize,
     dim: Option<usize>,
@@ -46,7 +46,7 @@ pub struct NpyEncode<W: Write> {
 }
 
 impl<W: Write> NpyEncode<W> {
-    pub fn new(out: W, rows: usize) -> Self {
+    pub(crate) fn new(out: W, rows: usize) -> Self {
         NpyEncode {
             out,
             rows,
@@ -119,7 +119,7 @@ impl<W: Write> EncodeSink for NpyEncode<W> {
 
 /// The numpy format 1.0 header for a C-ordered little-endian float32 `[rows, dim]` array, padded
 /// so the data starts on a 64-byte boundary.
-pub fn npy_header(rows: usize, dim: usize) -> Vec<u8> {
+pub(crate) fn npy_header(rows: usize, dim: usize) -> Vec<u8> {
     let mut dict =
         format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
     let unpadded = 6 + 2 + 2 + dict.len() + 1;

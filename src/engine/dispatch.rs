@@ -12,19 +12,19 @@ struct Load {
 }
 
 /// A fixed set of replicas, each leased for one unit of work at a time.
-pub struct LeastBusy<T> {
+pub(crate) struct LeastBusy<T> {
     replicas: Vec<T>,
     loads: Mutex<Vec<Load>>,
 }
 
 /// A replica in use; dropping it returns the slot.
-pub struct Lease<'a, T> {
+pub(crate) struct Lease<'a, T> {
     pool: &'a LeastBusy<T>,
     index: usize,
 }
 
 impl<T> LeastBusy<T> {
-    pub fn new(replicas: Vec<T>) -> Self {
+    pub(crate) fn new(replicas: Vec<T>) -> Self {
         let loads = replicas
             .iter()
             .map(|_| Load {
@@ -38,20 +38,16 @@ impl<T> LeastBusy<T> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.replicas.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.replicas.is_empty()
-    }
-
-    pub fn replicas(&self) -> &[T] {
+    pub(crate) fn replicas(&self) -> &[T] {
         &self.replicas
     }
 
     /// Leases the least busy replica, or `None` when there are none.
-    pub fn acquire(&self) -> Option<Lease<'_, T>> {
+    pub(crate) fn acquire(&self) -> Option<Lease<'_, T>> {
         let mut loads = self.loads.lock().unwrap_or_else(PoisonError::into_inner);
         let index = loads
             .iter()
@@ -64,15 +60,9 @@ impl<T> LeastBusy<T> {
     }
 
     /// Units of work dispatched to each replica so far.
-    pub fn dispatched(&self) -> Vec<u64> {
+    pub(crate) fn dispatched(&self) -> Vec<u64> {
         let loads = self.loads.lock().unwrap_or_else(PoisonError::into_inner);
         loads.iter().map(|l| l.dispatched).collect()
-    }
-}
-
-impl<T> Lease<'_, T> {
-    pub fn index(&self) -> usize {
-        self.index
     }
 }
 
@@ -113,21 +103,20 @@ mod tests {
         let pool = LeastBusy::new(vec![0, 1]);
         let first = pool.acquire().unwrap();
         let second = pool.acquire().unwrap();
-        assert_eq!((first.index(), second.index()), (0, 1));
+        assert_eq!((first.index, second.index), (0, 1));
         drop(first);
         // Replica 1 is still busy: the next lease goes to the idle replica 0.
         let third = pool.acquire().unwrap();
-        assert_eq!(third.index(), 0);
+        assert_eq!(third.index, 0);
         let fourth = pool.acquire().unwrap();
         assert_eq!(
-            fourth.index(),
-            1,
+            fourth.index, 1,
             "equal load (one each): fewer dispatched wins"
         );
         drop(second);
         drop(fourth);
         let fifth = pool.acquire().unwrap();
-        assert_eq!(fifth.index(), 1, "0 still has one in flight");
+        assert_eq!(fifth.index, 1, "0 still has one in flight");
     }
 
     #[test]
@@ -141,7 +130,7 @@ mod tests {
                         let lease = pool.acquire().unwrap();
                         // Both hold a lease at once, so they cannot share a replica.
                         barrier.wait();
-                        lease.index()
+                        lease.index
                     })
                 })
                 .collect();
@@ -156,6 +145,6 @@ mod tests {
     fn an_empty_pool_leases_nothing() {
         let pool: LeastBusy<()> = LeastBusy::new(Vec::new());
         assert!(pool.acquire().is_none());
-        assert!(pool.is_empty());
+        assert!(pool.len() == 0);
     }
 }

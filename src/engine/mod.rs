@@ -2,23 +2,23 @@
 //!
 //! The engine knows nothing of NATS or MessagePack; the CLI and the worker both drive it.
 
-pub mod dispatch;
-pub mod model;
-pub mod prepare;
-pub mod rank;
-pub mod runtime;
-pub mod text_graph;
+pub(crate) mod dispatch;
+pub(crate) mod model;
+pub(crate) mod prepare;
+pub(crate) mod rank;
+pub(crate) mod runtime;
+pub(crate) mod text_graph;
 mod text_length;
-pub mod tokenizer;
+pub(crate) mod tokenizer;
 
 use crate::error::{DocError, ErrorChain, ErrorCode};
 use crate::model::{ModelFiles, ModelFolderError, ModelSpec, UnknownModel};
 use crate::preprocess::fetch::FetchPolicy;
 use crate::preprocess::image::{ImageMode, DEFAULT_MAX_PIXELS};
 use crate::preprocess::input::{Document, Modality};
-pub use model::{ClipModel, InferenceError};
+pub(crate) use model::{ClipModel, InferenceError};
 pub use prepare::{Prepared, Preprocessor};
-pub use rank::RankedMatch;
+pub(crate) use rank::RankedMatch;
 pub use runtime::{Device, DeviceList, Dtype, Runtime, RuntimeError, SessionConfig, TextLength};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub use text_length::TextPath;
 
 /// Folder, inside the model folder, holding TensorRT's engine and timing caches.
-pub const TENSORRT_CACHE_DIR: &str = "tensorrt";
+pub(crate) const TENSORRT_CACHE_DIR: &str = "tensorrt";
 
 /// How to build an [`Engine`].
 #[derive(Debug, Clone)]
@@ -149,7 +149,7 @@ impl Engine {
     }
 
     /// Preprocesses documents on a pool of threads, keeping input order.
-    pub fn prepare_all(&self, docs: &[Document]) -> Vec<Result<Prepared, DocError>> {
+    pub(crate) fn prepare_all(&self, docs: &[Document]) -> Vec<Result<Prepared, DocError>> {
         let next = AtomicUsize::new(0);
         let workers = self.num_worker_preprocess.min(docs.len()).max(1);
         let mut results: Vec<Option<Result<Prepared, DocError>>> = vec![None; docs.len()];
@@ -189,7 +189,7 @@ impl Engine {
     }
 
     /// Runs prepared inputs through the towers in minibatches; errors stay with their documents.
-    pub fn embed_prepared(
+    pub(crate) fn embed_prepared(
         &self,
         prepared: Vec<Result<Prepared, DocError>>,
     ) -> Vec<Result<Embedded, DocError>> {
@@ -261,13 +261,13 @@ impl Engine {
 }
 
 /// `cuda:0,cuda:1`: the devices of the session sets, in order.
-pub fn device_names(devices: &[Device]) -> String {
+pub(crate) fn device_names(devices: &[Device]) -> String {
     let names: Vec<String> = devices.iter().map(Device::to_string).collect();
     names.join(",")
 }
 
 /// Scores encoded matches against an encoded root.
-pub fn rank_embedded(root: Embedded, matches: Vec<Result<Embedded, DocError>>) -> Ranked {
+pub(crate) fn rank_embedded(root: Embedded, matches: Vec<Result<Embedded, DocError>>) -> Ranked {
     let mut ok: Vec<(usize, Vec<f32>)> = Vec::new();
     let mut failed = Vec::new();
     for (i, m) in matches.into_iter().enumerate() {

@@ -73,7 +73,7 @@ const FLOAT_TYPES: [TensorElementType; 2] =
     [TensorElementType::Float32, TensorElementType::Float16];
 
 impl ClipModel {
-    pub fn load(
+    pub(crate) fn load(
         runtime: &Runtime,
         textual: &Path,
         visual: &Path,
@@ -180,7 +180,7 @@ impl ClipModel {
     }
 
     /// The device of each session set, in `--device` order.
-    pub fn devices(&self) -> Vec<Device> {
+    pub(crate) fn devices(&self) -> Vec<Device> {
         self.sets.replicas().iter().map(|s| s.device).collect()
     }
 

@@ -17,7 +17,7 @@ pub enum Prepared {
 }
 
 impl Prepared {
-    pub fn modality(&self) -> Modality {
+    pub(crate) fn modality(&self) -> Modality {
         match self {
             Prepared::Text(_) => Modality::Text,
             Prepared::Image(_) => Modality::Image,
@@ -53,7 +53,7 @@ impl Preprocessor {
         }
     }
 
-    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, DocError> {
+    pub(crate) fn tokenize(&self, text: &str) -> Result<Vec<u32>, DocError> {
         self.tokenizer.encode(text).map_err(|e| {
             DocError::new(
                 ErrorCode::InvalidDocument,
@@ -78,7 +78,7 @@ impl Preprocessor {
 }
 
 /// Maps image failures to the protocol's error codes.
-pub fn image_error(e: ImageError) -> DocError {
+pub(crate) fn image_error(e: ImageError) -> DocError {
     let code = match &e {
         ImageError::Decode(_) => ErrorCode::ImageDecode,
         ImageError::Unsupported(_) => ErrorCode::UnsupportedImage,

@@ -1,7 +1,7 @@
 //! CLIP-as-service's rank maths: cosine with eps, fixed logit scale, per-query softmax, stable sort.
 
 /// `np.exp(4.60517)`: the original's fixed logit scale (not read from the model).
-pub const LOGIT_SCALE_LN: f64 = 4.60517;
+pub(crate) const LOGIT_SCALE_LN: f64 = 4.60517;
 const EPS: f64 = 1e-7;
 
 /// One match after ranking.
@@ -16,7 +16,7 @@ pub struct RankedMatch {
 }
 
 /// Cosine similarity as docarray computes it: `(q·c + eps) / (|q||c| + eps)`, clipped to [-1, 1].
-pub fn cosine(q: &[f32], c: &[f32]) -> f64 {
+pub(crate) fn cosine(q: &[f32], c: &[f32]) -> f64 {
     let (mut dot, mut qq, mut cc) = (0f64, 0f64, 0f64);
     for (a, b) in q.iter().zip(c) {
         let (a, b) = (f64::from(*a), f64::from(*b));
@@ -29,7 +29,7 @@ pub fn cosine(q: &[f32], c: &[f32]) -> f64 {
 
 /// Ranks `matches` against `query`: scores every match and returns them best first.
 /// Ties keep their input order (stable sort), as in the original.
-pub fn rank(query: &[f32], matches: &[&[f32]]) -> Vec<RankedMatch> {
+pub(crate) fn rank(query: &[f32], matches: &[&[f32]]) -> Vec<RankedMatch> {
     let logit_scale = LOGIT_SCALE_LN.exp();
     let cosines: Vec<f64> = matches.iter().map(|m| cosine(query, m)).collect();
     let logits: Vec<f64> = cosines.iter().map(|c| logit_scale * c).collect();

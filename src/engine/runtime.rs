@@ -56,11 +56,11 @@ impl std::fmt::Display for Device {
 pub struct DeviceList(Vec<Device>);
 
 impl DeviceList {
-    pub fn one(device: Device) -> Self {
+    pub(crate) fn one(device: Device) -> Self {
         DeviceList(vec![device])
     }
 
-    pub fn devices(&self) -> &[Device] {
+    pub(crate) fn devices(&self) -> &[Device] {
         &self.0
     }
 }
@@ -239,7 +239,7 @@ static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
 impl Runtime {
     /// Loads ONNX Runtime once; later calls return the same runtime (and ignore `explicit`).
-    pub fn get_or_init(explicit: Option<&Path>) -> Result<&'static Runtime, RuntimeError> {
+    pub(crate) fn get_or_init(explicit: Option<&Path>) -> Result<&'static Runtime, RuntimeError> {
         if let Some(rt) = RUNTIME.get() {
             return Ok(rt);
         }
@@ -259,12 +259,12 @@ impl Runtime {
     }
 
     /// Whether the loaded library offers the CUDA execution provider.
-    pub fn cuda_available(&self) -> bool {
+    pub(crate) fn cuda_available(&self) -> bool {
         ep::CUDA::is_available().unwrap_or(false)
     }
 
     /// Resolves `auto` to a concrete device.
-    pub fn resolve_device(&self, device: Device) -> Result<Device, RuntimeError> {
+    pub(crate) fn resolve_device(&self, device: Device) -> Result<Device, RuntimeError> {
         match device {
             Device::Auto if self.cuda_available() => Ok(Device::Cuda(0)),
             Device::Auto => Ok(Device::Cpu),
@@ -277,7 +277,7 @@ impl Runtime {
 
     /// Builds one session on `device` with the original's settings: ORT_ENABLE_ALL, GPU provider
     /// first when asked. A provider that fails to register is an error, never a CPU fallback.
-    pub fn session(
+    pub(crate) fn session(
         &self,
         tower: &'static str,
         path: &Path,
@@ -288,7 +288,7 @@ impl Runtime {
     }
 
     /// As [`Runtime::session`], from model bytes in memory (`path` names them in errors).
-    pub fn session_from_memory(
+    pub(crate) fn session_from_memory(
         &self,
         tower: &'static str,
         path: &Path,

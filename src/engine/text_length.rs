@@ -17,7 +17,7 @@ pub enum TextPath {
 }
 
 impl TextPath {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TextPath::Dynamic => "dynamic",
             TextPath::Fixed => "fixed",

@@ -33,7 +33,10 @@ pub enum TextTokenizer {
 }
 
 impl TextTokenizer {
-    pub fn load(kind: TokenizerKind, file: Option<&Path>) -> Result<Self, TextTokenizerError> {
+    pub(crate) fn load(
+        kind: TokenizerKind,
+        file: Option<&Path>,
+    ) -> Result<Self, TextTokenizerError> {
         match (kind, file) {
             (TokenizerKind::ClipBpe, _) => Ok(TextTokenizer::Clip(ClipTokenizer::new()?)),
             (TokenizerKind::HuggingFace, Some(path)) => {
@@ -74,7 +77,7 @@ impl TextTokenizer {
     }
 
     /// Sequence length a batch is padded to, and the pad id.
-    pub fn padding(&self, longest: usize) -> (usize, u32) {
+    pub(crate) fn padding(&self, longest: usize) -> (usize, u32) {
         match self {
             TextTokenizer::Clip(_) => (CONTEXT_LENGTH, 0),
             TextTokenizer::HuggingFace { pad_id, .. } => {

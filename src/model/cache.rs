@@ -13,12 +13,12 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Written last into a model folder once all of its files are verified.
-pub const MARKER_FILE: &str = ".clip-worker-complete.json";
+pub(crate) const MARKER_FILE: &str = ".clip-worker-complete.json";
 /// Held (advisory lock) by the process that downloads into a model folder.
-pub const LOCK_FILE: &str = ".clip-worker.lock";
+pub(crate) const LOCK_FILE: &str = ".clip-worker.lock";
 
 /// `$XDG_CACHE_HOME/clip`, else `~/.cache/clip` (the original's location).
-pub fn default_root() -> PathBuf {
+pub(crate) fn default_root() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from) {
         if xdg.is_absolute() {
             return xdg.join("clip");
@@ -32,21 +32,21 @@ pub fn default_root() -> PathBuf {
 
 /// What the marker records: each fetched file with its md5, and the files archives produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Marker {
+pub(crate) struct Marker {
     pub name: String,
     pub files: Vec<MarkedFile>,
     pub extracted: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MarkedFile {
+pub(crate) struct MarkedFile {
     pub file: String,
     pub md5: Option<String>,
 }
 
 /// How much of a model is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheState {
+pub(crate) enum CacheState {
     /// The marker matches the registry and every file it names is present.
     Complete,
     /// The folder exists but is not (or no longer) known to be complete.
@@ -55,7 +55,7 @@ pub enum CacheState {
 }
 
 impl CacheState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CacheState::Complete => "yes",
             CacheState::Incomplete => "incomplete",
@@ -65,20 +65,20 @@ impl CacheState {
 }
 
 #[derive(Debug, Clone)]
-pub struct ModelCache {
+pub(crate) struct ModelCache {
     pub root: PathBuf,
 }
 
 impl ModelCache {
-    pub fn new(root: PathBuf) -> Self {
+    pub(crate) fn new(root: PathBuf) -> Self {
         ModelCache { root }
     }
 
-    pub fn folder(&self, entry: &ModelEntry) -> PathBuf {
+    pub(crate) fn folder(&self, entry: &ModelEntry) -> PathBuf {
         self.root.join(entry.folder_name())
     }
 
-    pub fn state(&self, entry: &ModelEntry) -> CacheState {
+    pub(crate) fn state(&self, entry: &ModelEntry) -> CacheState {
         let folder = self.folder(entry);
         if !folder.is_dir() {
             return CacheState::Missing;
@@ -91,7 +91,7 @@ impl ModelCache {
 }
 
 /// The marker `entry` would have once complete (`extracted`: files its archives produced).
-pub fn expected_marker(entry: &ModelEntry, extracted: Vec<String>) -> Marker {
+pub(crate) fn expected_marker(entry: &ModelEntry, extracted: Vec<String>) -> Marker {
     Marker {
         name: entry.name.clone(),
         files: entry
@@ -115,13 +115,13 @@ fn marker_is_current(m: &Marker, entry: &ModelEntry, folder: &Path) -> bool {
             .all(|f| folder.join(f).is_file())
 }
 
-pub fn read_marker(folder: &Path) -> Option<Marker> {
+pub(crate) fn read_marker(folder: &Path) -> Option<Marker> {
     let text = std::fs::read_to_string(folder.join(MARKER_FILE)).ok()?;
     serde_json::from_str(&text).ok()
 }
 
 /// Writes the marker through a temporary file and a rename, so it is whole or absent.
-pub fn write_marker(folder: &Path, marker: &Marker) -> std::io::Result<()> {
+pub(crate) fn write_marker(folder: &Path, marker: &Marker) -> std::io::Result<()> {
     let tmp = folder.join(format!("{MARKER_FILE}.{}.tmp", std::process::id()));
     let text = serde_json::to_vec_pretty(marker).map_err(std::io::Error::other)?;
     {
@@ -132,7 +132,7 @@ pub fn write_marker(folder: &Path, marker: &Marker) -> std::io::Result<()> {
     std::fs::rename(&tmp, folder.join(MARKER_FILE))
 }
 
-pub fn remove_marker(folder: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_marker(folder: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(folder.join(MARKER_FILE)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -142,13 +142,13 @@ pub fn remove_marker(folder: &Path) -> std::io::Result<()> {
 /// An exclusive advisory lock on a model folder, released when dropped (or when the process
 /// dies, so a crashed holder never blocks the others).
 #[derive(Debug)]
-pub struct FolderLock {
+pub(crate) struct FolderLock {
     _file: File,
 }
 
 impl FolderLock {
     /// Takes the lock, calling `on_wait` once if another process holds it, then blocking.
-    pub fn acquire(folder: &Path, on_wait: impl FnOnce()) -> std::io::Result<Self> {
+    pub(crate) fn acquire(folder: &Path, on_wait: impl FnOnce()) -> std::io::Result<Self> {
         std::fs::create_dir_all(folder)?;
         let file = File::options()
             .create(true)
@@ -175,7 +175,7 @@ pub fn md5_file(path: &Path) -> std::io::Result<String> {
 }
 
 /// Feeds everything `reader` yields to `hasher`; returns the byte count.
-pub fn hash_reader(reader: &mut impl Read, hasher: &mut Md5) -> std::io::Result<u64> {
+pub(crate) fn hash_reader(reader: &mut impl Read, hasher: &mut Md5) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
     loop {
@@ -188,7 +188,7 @@ pub fn hash_reader(reader: &mut impl Read, hasher: &mut Md5) -> std::io::Result<
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

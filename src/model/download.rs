@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// Retry and timeout settings.
 #[derive(Debug, Clone)]
-pub struct DownloadOptions {
+pub(crate) struct DownloadOptions {
     /// Tries per file, the first included.
     pub attempts: u32,
     /// Wait before the second try; doubled each time, capped at `max_backoff`.
@@ -98,13 +98,13 @@ impl DownloadError {
     }
 }
 
-pub struct Downloader {
+pub(crate) struct Downloader {
     agent: ureq::Agent,
     options: DownloadOptions,
 }
 
 impl Downloader {
-    pub fn new(options: DownloadOptions) -> Self {
+    pub(crate) fn new(options: DownloadOptions) -> Self {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(options.connect_timeout)
             .timeout_read(options.read_timeout)
@@ -114,7 +114,7 @@ impl Downloader {
     }
 
     /// Downloads `url` to `target` (through `<target>.part`), checking `md5` when given.
-    pub fn fetch(
+    pub(crate) fn fetch(
         &self,
         url: &str,
         target: &Path,
@@ -273,7 +273,7 @@ fn unreachable_attempts(url: &str) -> Result<(), DownloadError> {
 }
 
 /// `<target>.part`, next to the target, as the original names it.
-pub fn part_path(target: &Path) -> PathBuf {
+pub(crate) fn part_path(target: &Path) -> PathBuf {
     let mut name = target.file_name().unwrap_or_default().to_os_string();
     name.push(".part");
     target.with_file_name(name)

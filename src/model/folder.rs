@@ -4,9 +4,9 @@
 use super::spec::{ModelSpec, TokenizerKind};
 use std::path::{Path, PathBuf};
 
-pub const TEXTUAL_FILE: &str = "textual.onnx";
-pub const VISUAL_FILE: &str = "visual.onnx";
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub(crate) const TEXTUAL_FILE: &str = "textual.onnx";
+pub(crate) const VISUAL_FILE: &str = "visual.onnx";
+pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelFolderError {
@@ -22,7 +22,7 @@ pub enum ModelFolderError {
 
 /// The files of one model, checked to exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelFiles {
+pub(crate) struct ModelFiles {
     pub textual: PathBuf,
     pub visual: PathBuf,
     /// Present for models whose tokenizer is not the bundled CLIP BPE.
@@ -31,7 +31,7 @@ pub struct ModelFiles {
 
 impl ModelFiles {
     /// Checks `folder` against the contract for `spec`.
-    pub fn from_folder(folder: &Path, spec: &ModelSpec) -> Result<Self, ModelFolderError> {
+    pub(crate) fn from_folder(folder: &Path, spec: &ModelSpec) -> Result<Self, ModelFolderError> {
         if !folder.is_dir() {
             return Err(ModelFolderError::NotADirectory(folder.to_path_buf()));
         }

@@ -2,15 +2,15 @@
 //! fetches models by name (verified, resumable downloads from the original's bucket or a mirror).
 
 pub mod cache;
-pub mod download;
-pub mod folder;
-pub mod progress;
-pub mod registry;
-pub mod spec;
-pub mod store;
-pub mod unzip;
+pub(crate) mod download;
+pub(crate) mod folder;
+pub(crate) mod progress;
+pub(crate) mod registry;
+pub(crate) mod spec;
+pub(crate) mod store;
+pub(crate) mod unzip;
 
-pub use folder::{ModelFiles, ModelFolderError};
-pub use registry::{ModelEntry, Registry, RegistryError};
-pub use spec::{lookup, ModelSpec, TokenizerKind, UnknownModel, DEFAULT_MODEL};
-pub use store::{ModelStore, StoreError};
+pub(crate) use folder::{ModelFiles, ModelFolderError};
+pub(crate) use registry::{ModelEntry, Registry, RegistryError};
+pub(crate) use spec::{lookup, ModelSpec, TokenizerKind, UnknownModel, DEFAULT_MODEL};
+pub(crate) use store::{ModelStore, StoreError};

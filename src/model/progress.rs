@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-pub struct Progress {
+pub(crate) struct Progress {
     label: String,
     total: Option<u64>,
     done: u64,
@@ -19,7 +19,7 @@ pub struct Progress {
 
 impl Progress {
     /// `done` bytes are already on disk (a resumed download); `total` is the full size if known.
-    pub fn start(label: &str, total: Option<u64>, done: u64) -> Self {
+    pub(crate) fn start(label: &str, total: Option<u64>, done: u64) -> Self {
         let now = Instant::now();
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = total.map_or_else(ProgressBar::new_spinner, ProgressBar::new);
@@ -52,7 +52,7 @@ impl Progress {
         }
     }
 
-    pub fn advance(&mut self, bytes: u64) {
+    pub(crate) fn advance(&mut self, bytes: u64) {
         self.done += bytes;
         match &self.bar {
             Some(bar) => bar.set_position(self.done),
@@ -64,7 +64,7 @@ impl Progress {
         }
     }
 
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         match &self.bar {
             Some(bar) => bar.finish_and_clear(),
             None => tracing::info!("downloaded {}: {}", self.label, mib(self.done)),

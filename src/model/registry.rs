@@ -6,12 +6,12 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 /// The original's public model bucket (`_S3_BUCKET_V2` + `onnx/`).
-pub const DEFAULT_URL_BASE: &str =
+pub(crate) const DEFAULT_URL_BASE: &str =
     "https://clip-as-service.s3.us-east-2.amazonaws.com/models-436c69702d61732d53657276696365/onnx/";
 
 /// One file a model needs, as published.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteFile {
+pub(crate) struct RemoteFile {
     /// Path relative to the URL base (`ViT-B-32/textual.onnx`), or an absolute http(s) URL.
     pub path: String,
     /// Expected md5 (lower-case hex); `None` when none is published.
@@ -22,17 +22,17 @@ pub struct RemoteFile {
 
 impl RemoteFile {
     /// The name the file takes in the cache folder: the last path segment, as the original does.
-    pub fn file_name(&self) -> &str {
+    pub(crate) fn file_name(&self) -> &str {
         self.path.rsplit('/').next().unwrap_or(&self.path)
     }
 
     /// Whether this is an archive to extract into the model folder.
-    pub fn is_zip(&self) -> bool {
+    pub(crate) fn is_zip(&self) -> bool {
         self.file_name().to_ascii_lowercase().ends_with(".zip")
     }
 
     /// The URL to fetch, given the mirror (`None`: the original's bucket).
-    pub fn url(&self, mirror: Option<&str>) -> String {
+    pub(crate) fn url(&self, mirror: Option<&str>) -> String {
         if self.path.starts_with("http://") || self.path.starts_with("https://") {
             return self.path.clone();
         }
@@ -49,7 +49,7 @@ impl RemoteFile {
 
 /// A model name resolved to its properties and files.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelEntry {
+pub(crate) struct ModelEntry {
     /// The name as users spell it.
     pub name: String,
     /// The built-in model it behaves like (image size, tokenizer, dimension).
@@ -60,13 +60,13 @@ pub struct ModelEntry {
 
 impl ModelEntry {
     /// Cache folder name: the original's `name` with `/` and `::` replaced by `-`.
-    pub fn folder_name(&self) -> String {
+    pub(crate) fn folder_name(&self) -> String {
         folder_name(&self.name)
     }
 }
 
 /// `ViT-B-32::openai` → `ViT-B-32-openai`, `ViT-B/32` → `ViT-B-32`.
-pub fn folder_name(name: &str) -> String {
+pub(crate) fn folder_name(name: &str) -> String {
     name.replace("::", "-").replace('/', "-")
 }
 
@@ -120,20 +120,20 @@ struct ManifestFile {
 
 /// Every model name this process knows: the built-in table, then the manifest's additions.
 #[derive(Debug, Clone)]
-pub struct Registry {
+pub(crate) struct Registry {
     entries: Vec<ModelEntry>,
 }
 
 impl Registry {
     /// The built-in table only.
-    pub fn builtin() -> Self {
+    pub(crate) fn builtin() -> Self {
         Registry {
             entries: spec::all().iter().map(builtin_entry).collect(),
         }
     }
 
     /// The built-in table with `manifest`'s entries replacing same-named ones and adding new ones.
-    pub fn load(manifest: Option<&Path>) -> Result<Self, RegistryError> {
+    pub(crate) fn load(manifest: Option<&Path>) -> Result<Self, RegistryError> {
         let mut registry = Self::builtin();
         if let Some(path) = manifest {
             let text =
@@ -157,12 +157,12 @@ impl Registry {
         Ok(registry)
     }
 
-    pub fn entries(&self) -> &[ModelEntry] {
+    pub(crate) fn entries(&self) -> &[ModelEntry] {
         &self.entries
     }
 
     /// The entry for `name`, or an error naming the closest known names.
-    pub fn resolve(&self, name: &str) -> Result<&ModelEntry, UnknownModel> {
+    pub(crate) fn resolve(&self, name: &str) -> Result<&ModelEntry, UnknownModel> {
         self.entries
             .iter()
             .find(|e| e.name == name)

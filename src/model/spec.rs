@@ -34,7 +34,7 @@ pub struct ModelSpec {
 }
 
 /// The default model, as in the original.
-pub const DEFAULT_MODEL: &str = "ViT-B-32::openai";
+pub(crate) const DEFAULT_MODEL: &str = "ViT-B-32::openai";
 
 /// Error for a name that is not in the table; it carries the closest known names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +47,7 @@ pub struct UnknownModel {
 
 impl UnknownModel {
     /// The error for `name`, suggesting the nearest of `known`.
-    pub fn among<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn among<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Self {
         UnknownModel {
             name: name.to_string(),
             closest: closest_names(name, known, 3),
@@ -65,7 +65,7 @@ fn suggestion_list(names: &[String]) -> String {
 
 /// The `count` names of `known` nearest to `name` (case-insensitive Levenshtein distance; ties
 /// keep table order).
-pub fn closest_names<'a>(
+pub(crate) fn closest_names<'a>(
     name: &str,
     known: impl IntoIterator<Item = &'a str>,
     count: usize,
@@ -106,7 +106,7 @@ impl fmt::Display for ModelSpec {
 }
 
 /// Looks a model name up, accepting the legacy aliases (`ViT-B/32`, `RN50`, ...).
-pub fn lookup(name: &str) -> Result<&'static ModelSpec, UnknownModel> {
+pub(crate) fn lookup(name: &str) -> Result<&'static ModelSpec, UnknownModel> {
     MODELS
         .iter()
         .find(|m| m.name == name)
@@ -114,7 +114,7 @@ pub fn lookup(name: &str) -> Result<&'static ModelSpec, UnknownModel> {
 }
 
 /// Every model name with its defining properties.
-pub fn all() -> &'static [ModelSpec] {
+pub(crate) fn all() -> &'static [ModelSpec] {
     MODELS
 }
 

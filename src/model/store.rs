@@ -33,7 +33,7 @@ pub enum StoreError {
 }
 
 /// Where models come from and where they go.
-pub struct ModelStore {
+pub(crate) struct ModelStore {
     pub registry: Registry,
     pub cache: ModelCache,
     /// Base URL of a mirror of the bucket; `None`: the original's public bucket.
@@ -43,7 +43,7 @@ pub struct ModelStore {
 
 /// One file's verification result.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileCheck {
+pub(crate) enum FileCheck {
     Ok,
     /// No md5 is published for this file; it is present.
     Unchecked,
@@ -55,7 +55,7 @@ pub enum FileCheck {
 }
 
 impl ModelStore {
-    pub fn new(
+    pub(crate) fn new(
         registry: Registry,
         cache: ModelCache,
         mirror: Option<String>,
@@ -70,7 +70,7 @@ impl ModelStore {
     }
 
     /// The model folder for `entry`, downloading what is missing unless `offline`.
-    pub fn ensure(&self, entry: &ModelEntry, offline: bool) -> Result<PathBuf, StoreError> {
+    pub(crate) fn ensure(&self, entry: &ModelEntry, offline: bool) -> Result<PathBuf, StoreError> {
         let folder = self.cache.folder(entry);
         if self.cache.state(entry) == CacheState::Complete {
             return Ok(folder);
@@ -140,7 +140,10 @@ impl ModelStore {
     /// Checks each cached file of `entry` against its md5. When all pass, the folder is completed
     /// (archives extracted, marker written); when one fails, its marker is removed so the next
     /// start fetches the file again.
-    pub fn verify(&self, entry: &ModelEntry) -> Result<Vec<(String, FileCheck)>, StoreError> {
+    pub(crate) fn verify(
+        &self,
+        entry: &ModelEntry,
+    ) -> Result<Vec<(String, FileCheck)>, StoreError> {
         let folder = self.cache.folder(entry);
         let mut report = Vec::new();
         for file in &entry.files {

@@ -11,7 +11,7 @@ use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
 /// Largest total an archive may inflate to (the largest published model is about 5 GB).
-pub const MAX_EXTRACTED_BYTES: u64 = 64 << 30;
+pub(crate) const MAX_EXTRACTED_BYTES: u64 = 64 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnzipError {
@@ -50,7 +50,7 @@ pub enum UnzipError {
 
 /// Extracts `archive` into `folder`; `graph` (e.g. `visual.onnx`) must be among its top-level
 /// files. Returns the extracted files, relative to `folder`, with `/` separators.
-pub fn extract(
+pub(crate) fn extract(
     archive: &Path,
     folder: &Path,
     graph: &str,

@@ -4,21 +4,21 @@
 //! callers: it refuses local paths outside `--allow-local-root` and addresses that are not
 //! public (see [`address`]) unless opened up, and bounds every fetch in time and size.
 
-pub mod address;
+pub(crate) mod address;
 mod http;
 mod local;
 mod workers;
 
 use crate::error::{DocError, ErrorCode};
 use base64::Engine as _;
-pub use http::NetworkPolicy;
-pub use local::{LocalFiles, LocalRootError};
+pub(crate) use http::NetworkPolicy;
+pub(crate) use local::{LocalFiles, LocalRootError};
 use std::time::Duration;
-pub use workers::FetchWorkers;
+pub(crate) use workers::FetchWorkers;
 
 /// What URIs may be fetched, and how much.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchConfig {
+pub(crate) struct FetchConfig {
     /// Which local paths (and `file://` URIs) may be read.
     pub local_files: LocalFiles,
     /// Fetch `http://` and `https://` URLs.
@@ -37,7 +37,7 @@ pub struct FetchConfig {
 
 impl FetchConfig {
     /// The CLI's: local files and any address, as the machine's user could read them.
-    pub fn cli() -> Self {
+    pub(crate) fn cli() -> Self {
         FetchConfig {
             local_files: LocalFiles::Anywhere,
             allow_http: true,
@@ -50,7 +50,8 @@ impl FetchConfig {
     }
 
     /// The service's defaults: no local files, public addresses only.
-    pub fn service() -> Self {
+    #[cfg(test)]
+    pub(crate) fn service() -> Self {
         FetchConfig {
             local_files: LocalFiles::Refused,
             network: NetworkPolicy::public_only(),
@@ -74,19 +75,15 @@ impl Default for FetchPolicy {
 }
 
 impl FetchPolicy {
-    pub fn new(config: FetchConfig) -> Self {
+    pub(crate) fn new(config: FetchConfig) -> Self {
         FetchPolicy {
             agent: http::agent(&config),
             config,
         }
     }
 
-    pub fn config(&self) -> &FetchConfig {
-        &self.config
-    }
-
     /// Returns the bytes behind `uri` (blocking: network and disk).
-    pub fn fetch(&self, uri: &str) -> Result<Vec<u8>, DocError> {
+    pub(crate) fn fetch(&self, uri: &str) -> Result<Vec<u8>, DocError> {
         if let Some(rest) = uri.strip_prefix("data:") {
             return self.limit(decode_data_uri(rest)?);
         }
@@ -110,7 +107,7 @@ impl FetchPolicy {
 }
 
 /// Whether loading `uri` means I/O (network or disk) rather than decoding it in place.
-pub fn needs_io(uri: &str) -> bool {
+pub(crate) fn needs_io(uri: &str) -> bool {
     !uri.starts_with("data:")
 }
 

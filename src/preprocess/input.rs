@@ -40,7 +40,7 @@ impl Modality {
 
 /// The content a document will be encoded from, after the original's precedence rules.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Content<'a> {
+pub(crate) enum Content<'a> {
     Text(&'a str),
     Tensor(&'a PixelTensor),
     Blob(&'a [u8]),
@@ -48,7 +48,7 @@ pub enum Content<'a> {
 }
 
 impl Content<'_> {
-    pub fn modality(&self) -> Modality {
+    pub(crate) fn modality(&self) -> Modality {
         match self {
             Content::Text(_) => Modality::Text,
             _ => Modality::Image,
@@ -81,7 +81,7 @@ impl Document {
     /// Picks the content to encode: non-empty text wins (even over a uri), then a tensor, then a
     /// blob, then a uri. A document with none of them is an error for that document alone (the
     /// original skipped it silently, which loses the caller's job without a word).
-    pub fn content(&self) -> Result<Content<'_>, DocError> {
+    pub(crate) fn content(&self) -> Result<Content<'_>, DocError> {
         if let Some(t) = self.text.as_deref().filter(|t| !t.is_empty()) {
             return Ok(Content::Text(t));
         }
@@ -103,7 +103,7 @@ impl Document {
 
 /// How a bare string given on the command line is understood, like the original client: an
 /// existing file, or a URI whose guessed type is an image, is an image; anything else is text.
-pub fn document_from_cli_arg(arg: &str) -> Document {
+pub(crate) fn document_from_cli_arg(arg: &str) -> Document {
     if std::path::Path::new(arg).is_file() || uri_looks_like_image(arg) {
         Document::uri(arg)
     } else {
@@ -112,7 +112,7 @@ pub fn document_from_cli_arg(arg: &str) -> Document {
 }
 
 /// `mimetypes.guess_type(uri)` starts with `image`: a data URI's media type, else the extension.
-pub fn uri_looks_like_image(uri: &str) -> bool {
+pub(crate) fn uri_looks_like_image(uri: &str) -> bool {
     if let Some(rest) = uri.strip_prefix("data:") {
         return rest.to_ascii_lowercase().starts_with("image/");
     }

@@ -33,7 +33,7 @@ pub struct IncomingDoc {
 
 impl IncomingDoc {
     /// How many matches were sent (0 when `matches` is unreadable).
-    pub fn match_count(&self) -> usize {
+    pub(crate) fn match_count(&self) -> usize {
         self.matches.as_ref().map_or(0, Vec::len)
     }
 }

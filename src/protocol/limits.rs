@@ -5,7 +5,7 @@ use crate::defaults;
 use crate::error::{DocError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Documents per request, matches included.
     pub max_docs: usize,
     /// Matches under one rank root.
@@ -27,13 +27,9 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct LimitError(pub DocError);
-
 impl Limits {
     /// Whole-request limits: a violation fails the request.
-    pub fn check_request(&self, req: &IncomingRequest, rank: bool) -> Result<(), DocError> {
+    pub(crate) fn check_request(&self, req: &IncomingRequest, rank: bool) -> Result<(), DocError> {
         let total: usize = req.docs.iter().map(|d| 1 + d.match_count()).sum();
         if total > self.max_docs {
             return Err(DocError::new(
@@ -60,7 +56,7 @@ impl Limits {
     }
 
     /// Per-document limits: a violation fails that document alone.
-    pub fn check_doc(&self, doc: &WireDoc) -> Result<(), DocError> {
+    pub(crate) fn check_doc(&self, doc: &WireDoc) -> Result<(), DocError> {
         if let Some(t) = &doc.text {
             if t.chars().count() > self.max_text_chars {
                 return Err(DocError::new(

@@ -5,20 +5,20 @@
 
 mod convert;
 mod decode;
-pub mod headers;
+pub(crate) mod headers;
 mod limits;
 mod subjects;
 
 pub use convert::{embedding_payload, into_documents, ObjectRef};
 pub use decode::{decode_request, IncomingDoc, IncomingRequest, RequestError};
-pub use limits::{LimitError, Limits};
-pub use subjects::{JobKind, Subjects};
+pub(crate) use limits::Limits;
+pub(crate) use subjects::{JobKind, Subjects};
 
 use crate::error::{DocError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
 /// Version of this schema, sent in the `Clip-Protocol` header and in service metadata.
-pub const PROTOCOL_VERSION: &str = "1";
+pub(crate) const PROTOCOL_VERSION: &str = "1";
 
 /// A pixel tensor on the wire: uint8, `[H, W, C]` or `[H, W]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,15 +76,6 @@ impl TryFrom<String> for EmbeddingDtype {
             other => Err(format!(
                 "unknown embedding dtype `{other}`: send \"f32\" or \"f16\""
             )),
-        }
-    }
-}
-
-impl EmbeddingDtype {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EmbeddingDtype::F32 => "f32",
-            EmbeddingDtype::F16 => "f16",
         }
     }
 }
@@ -182,7 +173,7 @@ pub struct ResultDoc {
 }
 
 impl ResultDoc {
-    pub fn failed(id: String, error: &DocError) -> Self {
+    pub(crate) fn failed(id: String, error: &DocError) -> Self {
         ResultDoc {
             id,
             modality: None,

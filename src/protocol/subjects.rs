@@ -3,16 +3,16 @@
 
 /// The two kinds of work a worker does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JobKind {
+pub(crate) enum JobKind {
     Encode,
     Rank,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 2] = [JobKind::Encode, JobKind::Rank];
+    pub(crate) const ALL: [JobKind; 2] = [JobKind::Encode, JobKind::Rank];
 
     /// The last token of its subjects, and the service endpoint's name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             JobKind::Encode => "encode",
             JobKind::Rank => "rank",
@@ -20,7 +20,7 @@ impl JobKind {
     }
 
     /// The kind named by a subject's last token (`clip.jobs.rank` → rank).
-    pub fn of_subject(subject: &str) -> Option<JobKind> {
+    pub(crate) fn of_subject(subject: &str) -> Option<JobKind> {
         let last = subject.rsplit('.').next()?;
         JobKind::ALL.into_iter().find(|k| k.as_str() == last)
     }
@@ -28,38 +28,34 @@ impl JobKind {
 
 /// The subjects under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subjects {
+pub(crate) struct Subjects {
     prefix: String,
 }
 
 impl Subjects {
-    pub fn new(prefix: impl Into<String>) -> Self {
+    pub(crate) fn new(prefix: impl Into<String>) -> Self {
         Subjects {
             prefix: prefix.into(),
         }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// Request/reply: `<prefix>.encode`, `<prefix>.rank`.
-    pub fn request(&self, kind: JobKind) -> String {
+    pub(crate) fn request(&self, kind: JobKind) -> String {
         format!("{}.{}", self.prefix, kind.as_str())
     }
 
     /// Durable jobs: `<prefix>.jobs.encode`, `<prefix>.jobs.rank`.
-    pub fn job(&self, kind: JobKind) -> String {
+    pub(crate) fn job(&self, kind: JobKind) -> String {
         format!("{}.jobs.{}", self.prefix, kind.as_str())
     }
 
     /// Every durable-job subject (what the jobs stream captures).
-    pub fn jobs(&self) -> Vec<String> {
+    pub(crate) fn jobs(&self) -> Vec<String> {
         JobKind::ALL.into_iter().map(|k| self.job(k)).collect()
     }
 
     /// Where results of jobs without a `Clip-Reply-To` header go: `<prefix>.results`.
-    pub fn results(&self) -> String {
+    pub(crate) fn results(&self) -> String {
         format!("{}.results", self.prefix)
     }
 }

@@ -10,7 +10,7 @@ use std::sync::RwLock;
 type Check = Box<dyn Fn() -> bool + Send + Sync>;
 
 #[derive(Default)]
-pub struct Health {
+pub(crate) struct Health {
     model_warm: AtomicBool,
     subscribed: AtomicBool,
     draining: AtomicBool,
@@ -20,7 +20,7 @@ pub struct Health {
 
 /// One probe's answer: whether it passes, and a JSON body that says why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProbeReport {
+pub(crate) struct ProbeReport {
     pub ok: bool,
     pub body: String,
 }
@@ -28,31 +28,31 @@ pub struct ProbeReport {
 impl Health {
     /// Liveness follows this check (the pipeline threads are alive); before it is set the
     /// worker is still starting and not live.
-    pub fn set_pipeline_check(&self, check: impl Fn() -> bool + Send + Sync + 'static) {
+    pub(crate) fn set_pipeline_check(&self, check: impl Fn() -> bool + Send + Sync + 'static) {
         if let Ok(mut c) = self.pipeline.write() {
             *c = Some(Box::new(check));
         }
     }
 
     /// Readiness requires this check (the NATS connection is up).
-    pub fn set_nats_check(&self, check: impl Fn() -> bool + Send + Sync + 'static) {
+    pub(crate) fn set_nats_check(&self, check: impl Fn() -> bool + Send + Sync + 'static) {
         if let Ok(mut c) = self.nats.write() {
             *c = Some(Box::new(check));
         }
     }
 
     /// The model answered a warm-up inference on every tower.
-    pub fn set_model_warm(&self) {
+    pub(crate) fn set_model_warm(&self) {
         self.model_warm.store(true, Ordering::SeqCst);
     }
 
     /// Every endpoint and consumer this worker serves is subscribed.
-    pub fn set_subscribed(&self) {
+    pub(crate) fn set_subscribed(&self) {
         self.subscribed.store(true, Ordering::SeqCst);
     }
 
     /// Shutdown began: not ready from now on.
-    pub fn set_draining(&self) {
+    pub(crate) fn set_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
 
@@ -60,7 +60,7 @@ impl Health {
         run(&self.pipeline)
     }
 
-    pub fn liveness(&self) -> ProbeReport {
+    pub(crate) fn liveness(&self) -> ProbeReport {
         let alive = self.pipeline_alive();
         ProbeReport {
             ok: alive,
@@ -68,7 +68,7 @@ impl Health {
         }
     }
 
-    pub fn readiness(&self) -> ProbeReport {
+    pub(crate) fn readiness(&self) -> ProbeReport {
         let checks = [
             ("pipeline_threads", self.pipeline_alive()),
             ("model_warm", self.model_warm.load(Ordering::SeqCst)),

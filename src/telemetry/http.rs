@@ -25,7 +25,7 @@ pub struct ListenError {
 }
 
 /// Where the listener goes: an address, or nowhere (`off` or empty).
-pub fn listen_address(flag: &str) -> Option<&str> {
+pub(crate) fn listen_address(flag: &str) -> Option<&str> {
     match flag.trim() {
         "" | "off" | "none" | "disabled" => None,
         addr => Some(addr),
@@ -33,7 +33,7 @@ pub fn listen_address(flag: &str) -> Option<&str> {
 }
 
 /// Binds the listener now (so a bad address fails start-up) and serves it in the background.
-pub async fn start(addr: &str, health: Arc<Health>) -> Result<SocketAddr, ListenError> {
+pub(crate) async fn start(addr: &str, health: Arc<Health>) -> Result<SocketAddr, ListenError> {
     let err = |source| ListenError {
         addr: addr.to_string(),
         source,

@@ -21,7 +21,7 @@ const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256
 
 /// How a request reached the worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
+pub(crate) enum Transport {
     /// NATS request/reply (the `$SRV` service).
     Service,
     /// A durable JetStream job.
@@ -29,7 +29,7 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Transport::Service => "service",
             Transport::Jobs => "jobs",
@@ -39,7 +39,7 @@ impl Transport {
 
 /// What the worker did with a JetStream delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JetStreamAck {
+pub(crate) enum JetStreamAck {
     Ack,
     Nak,
     Term,
@@ -59,7 +59,7 @@ impl JetStreamAck {
 
 type Sampler = Box<dyn Fn(&Metrics) + Send + Sync>;
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     samplers: Mutex<Vec<Sampler>>,
     pub requests: IntCounterVec,
@@ -90,7 +90,7 @@ pub struct Metrics {
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The process-wide series.
-pub fn metrics() -> &'static Metrics {
+pub(crate) fn metrics() -> &'static Metrics {
     &METRICS
 }
 
@@ -302,14 +302,14 @@ impl Metrics {
     }
 
     /// Adds a function that refreshes sampled gauges before each scrape.
-    pub fn on_scrape(&self, sampler: impl Fn(&Metrics) + Send + Sync + 'static) {
+    pub(crate) fn on_scrape(&self, sampler: impl Fn(&Metrics) + Send + Sync + 'static) {
         if let Ok(mut s) = self.samplers.lock() {
             s.push(Box::new(sampler));
         }
     }
 
     /// The text exposition format, samplers run first.
-    pub fn render(&self) -> Vec<u8> {
+    pub(crate) fn render(&self) -> Vec<u8> {
         if let Ok(samplers) = self.samplers.lock() {
             for s in samplers.iter() {
                 s(self);
@@ -322,7 +322,14 @@ impl Metrics {
         out
     }
 
-    pub fn set_model_info(&self, model: &str, device: &str, dtype: &str, dim: usize, size: u32) {
+    pub(crate) fn set_model_info(
+        &self,
+        model: &str,
+        device: &str,
+        dtype: &str,
+        dim: usize,
+        size: u32,
+    ) {
         let (dim, size) = (dim.to_string(), size.to_string());
         self.model_info
             .with_label_values(&[model, device, dtype, dim.as_str(), size.as_str()])
@@ -330,7 +337,7 @@ impl Metrics {
     }
 
     /// The text tower's path (`dynamic` or `fixed`): 1 on it, 0 on the other.
-    pub fn set_text_length(&self, path: &str) {
+    pub(crate) fn set_text_length(&self, path: &str) {
         for p in ["dynamic", "fixed"] {
             self.text_length
                 .with_label_values(&[p])
@@ -339,7 +346,7 @@ impl Metrics {
     }
 
     /// Marks a request as in flight until the returned guard is dropped.
-    pub fn request_started(&self, transport: Transport) -> InflightGuard {
+    pub(crate) fn request_started(&self, transport: Transport) -> InflightGuard {
         let gauge = self
             .inflight_requests
             .with_label_values(&[transport.as_str()]);
@@ -349,7 +356,7 @@ impl Metrics {
 
     /// Counts one answered request: its outcome, duration, documents and rejections.
     /// One answered request or job: `error` is its request-level error, if any.
-    pub fn record_request(
+    pub(crate) fn record_request(
         &self,
         endpoint: &str,
         transport: Transport,
@@ -369,7 +376,7 @@ impl Metrics {
     }
 
     /// One answered document (`modality` is `unknown` when it failed before it was known).
-    pub fn record_document(&self, modality: &str, error: Option<ErrorCode>) {
+    pub(crate) fn record_document(&self, modality: &str, error: Option<ErrorCode>) {
         let outcome = error.map_or("ok", ErrorCode::as_str);
         self.documents.with_label_values(&[modality, outcome]).inc();
         if let Some(code) = error {
@@ -383,27 +390,27 @@ impl Metrics {
         }
     }
 
-    pub fn record_publish(&self, transport: Transport, took: Duration) {
+    pub(crate) fn record_publish(&self, transport: Transport, took: Duration) {
         self.publish_duration
             .with_label_values(&[transport.as_str()])
             .observe(took.as_secs_f64());
     }
 
-    pub fn record_delivery(&self, delivered: i64) {
+    pub(crate) fn record_delivery(&self, delivered: i64) {
         self.jetstream_deliveries.inc();
         if delivered > 1 {
             self.jetstream_redeliveries.inc();
         }
     }
 
-    pub fn record_ack(&self, kind: JetStreamAck) {
+    pub(crate) fn record_ack(&self, kind: JetStreamAck) {
         self.jetstream_acks
             .with_label_values(&[kind.as_str()])
             .inc();
     }
 
     /// Sets a monotonic counter to an externally counted total (never backwards).
-    pub fn catch_up(counter: &IntCounter, total: u64) {
+    pub(crate) fn catch_up(counter: &IntCounter, total: u64) {
         let seen = counter.get();
         if total > seen {
             counter.inc_by(total - seen);
@@ -412,7 +419,7 @@ impl Metrics {
 }
 
 /// Why a request or a document was refused, for errors that are refusals (not failures).
-pub fn rejection_reason(code: ErrorCode) -> Option<&'static str> {
+pub(crate) fn rejection_reason(code: ErrorCode) -> Option<&'static str> {
     match code {
         ErrorCode::Overloaded => Some("overloaded"),
         ErrorCode::ShuttingDown => Some("shutting_down"),
@@ -435,7 +442,7 @@ pub fn rejection_reason(code: ErrorCode) -> Option<&'static str> {
 }
 
 /// Decrements the in-flight gauge when dropped.
-pub struct InflightGuard(IntGauge);
+pub(crate) struct InflightGuard(IntGauge);
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {

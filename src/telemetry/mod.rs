@@ -5,13 +5,13 @@
 //! [`trace`] where a message is received, a minibatch runs or a reply is published, and
 //! [`Health`] where the serve command starts and stops.
 
-pub mod health;
-pub mod http;
-pub mod logging;
-pub mod metrics;
-pub mod otel;
-pub mod trace;
+pub(crate) mod health;
+pub(crate) mod http;
+pub(crate) mod logging;
+pub(crate) mod metrics;
+pub(crate) mod otel;
+pub(crate) mod trace;
 
-pub use health::Health;
+pub(crate) use health::Health;
 pub use logging::{init, LogFormat, TelemetryGuard};
-pub use metrics::{metrics, JetStreamAck, Transport};
+pub(crate) use metrics::{metrics, JetStreamAck, Transport};

@@ -33,7 +33,7 @@ fn env_is(name: &str, value: &str) -> bool {
 }
 
 /// Whether the environment asks for trace export.
-pub fn requested() -> bool {
+pub(crate) fn requested() -> bool {
     if env_is("OTEL_SDK_DISABLED", "true") || env_is("OTEL_TRACES_EXPORTER", "none") {
         return false;
     }
@@ -41,7 +41,9 @@ pub fn requested() -> bool {
 }
 
 /// Builds the tracer provider from the environment; `None` when export is not requested.
-pub fn provider_from_env(default_service: &str) -> Result<Option<SdkTracerProvider>, OtelError> {
+pub(crate) fn provider_from_env(
+    default_service: &str,
+) -> Result<Option<SdkTracerProvider>, OtelError> {
     if !requested() {
         return Ok(None);
     }

@@ -20,8 +20,8 @@ use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-pub const TRACEPARENT: &str = "traceparent";
-pub const TRACESTATE: &str = "tracestate";
+pub(crate) const TRACEPARENT: &str = "traceparent";
+pub(crate) const TRACESTATE: &str = "tracestate";
 
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 static MODEL: OnceLock<(String, String)> = OnceLock::new();
@@ -32,18 +32,18 @@ pub(super) fn set_exporting() {
 }
 
 /// Whether spans are exported (an OpenTelemetry layer is installed).
-pub fn exporting() -> bool {
+pub(crate) fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
 /// The model and device named on every batch span.
-pub fn set_model(model: &str, device: &str) {
+pub(crate) fn set_model(model: &str, device: &str) {
     let _ = MODEL.set((model.to_string(), device.to_string()));
 }
 
 /// What is known about an incoming message when its processing starts.
 #[derive(Debug, Clone, Copy)]
-pub struct Incoming<'a> {
+pub(crate) struct Incoming<'a> {
     pub subject: &'a str,
     /// The queue group (request/reply) or durable consumer (jobs) it was delivered through.
     pub consumer_group: &'a str,
@@ -55,7 +55,7 @@ pub struct Incoming<'a> {
 }
 
 /// The consumer span for one incoming message, continuing the publisher's trace.
-pub fn process_span(m: &Incoming<'_>) -> Span {
+pub(crate) fn process_span(m: &Incoming<'_>) -> Span {
     let span = tracing::info_span!(
         target: "clip_worker::messaging",
         "process",
@@ -98,7 +98,7 @@ pub fn process_span(m: &Incoming<'_>) -> Span {
 
 /// The worker's producer span for a reply or a job result (a child of the current span).
 /// Named without the subject: reply inboxes are unique, span names must not be.
-pub fn publish_span(destination: &str) -> Span {
+pub(crate) fn publish_span(destination: &str) -> Span {
     let span = tracing::info_span!(
         target: "clip_worker::messaging",
         "publish",
@@ -110,7 +110,7 @@ pub fn publish_span(destination: &str) -> Span {
 }
 
 /// A client's producer span for a request or a job, `send <subject>`.
-pub fn send_span(destination: &str) -> Span {
+pub(crate) fn send_span(destination: &str) -> Span {
     let span = tracing::info_span!(
         target: "clip_worker::messaging",
         "send",
@@ -131,7 +131,7 @@ fn producer_attributes(span: &Span, operation: &'static str, destination: &str) 
 }
 
 /// One minibatch run: a child of the first message's span, linked to every message's span.
-pub fn batch_span<'a>(
+pub(crate) fn batch_span<'a>(
     modality: &'static str,
     messages: impl Iterator<Item = &'a Span> + Clone,
     size: usize,
@@ -166,7 +166,7 @@ pub fn batch_span<'a>(
 
 /// Puts the trace context of `span` into outgoing headers; without export, passes the
 /// incoming `traceparent`/`tracestate` through unchanged.
-pub fn inject(span: &Span, headers: &mut HeaderMap, incoming: Option<&HeaderMap>) {
+pub(crate) fn inject(span: &Span, headers: &mut HeaderMap, incoming: Option<&HeaderMap>) {
     if exporting() {
         let context = span.context();
         if context.span().span_context().is_valid() {

@@ -70,7 +70,7 @@ impl NatsOptions {
     /// Connects, reconnecting without limit afterwards. A server that answers but refuses the
     /// credentials or the TLS handshake fails here; one that cannot be reached yet is retried in
     /// the background (the client is returned at once, not connected).
-    pub async fn connect(&self) -> Result<async_nats::Client, ConnectError> {
+    pub(crate) async fn connect(&self) -> Result<async_nats::Client, ConnectError> {
         let urls = || self.urls.join(",");
         let first = match self
             .connect_options()

@@ -21,14 +21,14 @@ const LOADS_PER_REQUEST: usize = 64;
 
 /// How a request waits for capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdmissionMode {
+pub(crate) enum AdmissionMode {
     /// Answer `overloaded` at once when the worker is full (interactive calls).
     Reject,
     /// Wait for room (durable jobs: the consumer already limits what it pulls).
     Wait,
 }
 
-pub struct Handler {
+pub(crate) struct Handler {
     pub pipeline: Arc<Pipeline>,
     pub model: String,
     pub limits: Limits,
@@ -55,7 +55,7 @@ impl Handler {
     /// Largest reply body that fits the connected server's `max_payload`, leaving room for
     /// headers. Read per reply: the limit is only known once the server's INFO has arrived, and
     /// a reconnect may land on a server with another limit.
-    pub fn reply_limit(&self) -> usize {
+    pub(crate) fn reply_limit(&self) -> usize {
         let max_payload = match self.client.server_info().max_payload {
             0 => 1024 * 1024, // not known yet: the server default
             n => n,
@@ -64,7 +64,12 @@ impl Handler {
     }
 
     /// Handles one payload. Request-level failures come back as a response with `error` set.
-    pub async fn handle(&self, kind: JobKind, payload: &[u8], mode: AdmissionMode) -> Response {
+    pub(crate) async fn handle(
+        &self,
+        kind: JobKind,
+        payload: &[u8],
+        mode: AdmissionMode,
+    ) -> Response {
         let req = match protocol::decode_request(payload) {
             Ok(r) => r,
             Err(e) => return Response::failure(e.id, &self.model, e.error),

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 #[derive(Debug, Clone)]
-pub struct JobsConfig {
+pub(crate) struct JobsConfig {
     pub stream: String,
     /// Jobs arrive on `<prefix>.jobs.encode` and `<prefix>.jobs.rank`.
     pub prefix: String,
@@ -42,7 +42,7 @@ pub struct JobsConfig {
 }
 
 impl JobsConfig {
-    pub fn subjects(&self) -> Vec<String> {
+    pub(crate) fn subjects(&self) -> Vec<String> {
         Subjects::new(&self.prefix).jobs()
     }
 }
@@ -118,7 +118,7 @@ fn consumer_lookup_transient(e: &async_nats::Error) -> bool {
 }
 
 /// Creates (or binds to) the stream and the durable consumer.
-pub async fn consumer(
+pub(crate) async fn consumer(
     js: &jetstream::Context,
     cfg: &JobsConfig,
 ) -> Result<consumer::PullConsumer, JobsError> {
@@ -181,7 +181,7 @@ pub async fn consumer(
 }
 
 /// Pulls and processes jobs until `shutdown` fires; jobs in progress finish on `tasks`.
-pub async fn run(
+pub(crate) async fn run(
     consumer: consumer::PullConsumer,
     handler: Arc<Handler>,
     publisher: Publisher,

@@ -2,18 +2,18 @@
 //! the same [`handler::Handler`]. The transport knows nothing of ONNX.
 
 pub mod connect;
-pub mod handler;
-pub mod jobs;
-pub mod objects;
-pub mod publish;
+pub(crate) mod handler;
+pub(crate) mod jobs;
+pub(crate) mod objects;
+pub(crate) mod publish;
 pub mod refusal;
-pub mod service;
-pub mod startup;
+pub(crate) mod service;
+pub(crate) mod startup;
 
 use crate::error::ErrorCode;
 
 /// The numeric code sent in `Nats-Service-Error-Code` for a request-level error.
-pub fn service_error_code(code: ErrorCode) -> u16 {
+pub(crate) fn service_error_code(code: ErrorCode) -> u16 {
     match code {
         ErrorCode::BadRequest
         | ErrorCode::InvalidDocument

@@ -5,13 +5,17 @@ use crate::protocol::ObjectRef;
 use tokio::io::AsyncReadExt;
 
 #[derive(Clone)]
-pub struct ObjectFetcher {
+pub(crate) struct ObjectFetcher {
     pub jetstream: async_nats::jetstream::Context,
 }
 
 impl ObjectFetcher {
     /// Reads the named object, refusing more than `max_bytes`.
-    pub async fn fetch(&self, obj: &ObjectRef, max_bytes: usize) -> Result<Vec<u8>, DocError> {
+    pub(crate) async fn fetch(
+        &self,
+        obj: &ObjectRef,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, DocError> {
         let not_found = |e: String| {
             DocError::new(
                 ErrorCode::NotFound,

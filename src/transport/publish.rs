@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 const STREAM_LOOKUP_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     pub client: async_nats::Client,
     pub jetstream: async_nats::jetstream::Context,
     streams: Arc<Mutex<HashMap<String, (bool, Instant)>>>,
@@ -24,14 +24,17 @@ pub struct Publisher {
 
 #[derive(Debug, thiserror::Error)]
 #[error("publishing the result to `{subject}` failed")]
-pub struct PublishFailed {
+pub(crate) struct PublishFailed {
     pub subject: String,
     #[source]
     pub source: BoxError,
 }
 
 impl Publisher {
-    pub fn new(client: async_nats::Client, jetstream: async_nats::jetstream::Context) -> Self {
+    pub(crate) fn new(
+        client: async_nats::Client,
+        jetstream: async_nats::jetstream::Context,
+    ) -> Self {
         Publisher {
             client,
             jetstream,
@@ -40,7 +43,7 @@ impl Publisher {
     }
 
     /// Publishes and returns once the result is safe: stored by JetStream, or flushed to the server.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         subject: &str,
         headers: HeaderMap,

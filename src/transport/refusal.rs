@@ -33,7 +33,7 @@ impl fmt::Display for Refusal {
 
 /// `Some` when the failure is a refusal; `None` when it is worth retrying (connection refused,
 /// timed out, DNS, a server that went away).
-pub fn refusal(error: &ConnectError) -> Option<Refusal> {
+pub(crate) fn refusal(error: &ConnectError) -> Option<Refusal> {
     match error.kind() {
         ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
             Some(Refusal::Credentials)

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 #[derive(Debug, Clone)]
-pub struct ServiceConfig {
+pub(crate) struct ServiceConfig {
     /// Service name in `$SRV` discovery.
     pub name: String,
     /// Subject prefix: endpoints are `<prefix>.encode` and `<prefix>.rank`.
@@ -46,7 +46,7 @@ impl super::startup::Transient for ServiceError {
 }
 
 /// The registered service and its two endpoints, subscribed on the server.
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     service: async_nats::service::Service,
     encode: async_nats::service::endpoint::Endpoint,
     rank: async_nats::service::endpoint::Endpoint,
@@ -54,7 +54,7 @@ pub struct Endpoints {
 
 /// Registers the service and subscribes its endpoints; returns once the server has the
 /// subscriptions, so the worker can call itself ready.
-pub async fn start(
+pub(crate) async fn start(
     client: &async_nats::Client,
     handler: &Handler,
     config: &ServiceConfig,
@@ -103,7 +103,7 @@ pub async fn start(
 }
 
 /// Serves until `shutdown` fires, then stops taking requests and answers the ones already received.
-pub async fn run(
+pub(crate) async fn run(
     endpoints: Endpoints,
     handler: Arc<Handler>,
     config: ServiceConfig,
@@ -229,7 +229,11 @@ fn service_error(headers: &HeaderMap) -> Option<async_nats::service::error::Erro
 
 /// Encodes a response, swapping in an error if it would exceed `max_payload`, and sets the
 /// service error headers for request-level errors.
-pub fn encode_reply(response: &Response, model: &str, max_payload: usize) -> (Vec<u8>, HeaderMap) {
+pub(crate) fn encode_reply(
+    response: &Response,
+    model: &str,
+    max_payload: usize,
+) -> (Vec<u8>, HeaderMap) {
     let too_big = |size: usize| {
         Response::failure(
             response.id.clone(),

@@ -9,19 +9,19 @@ use std::future::Future;
 use std::time::Duration;
 
 /// First wait between attempts; it doubles up to [`RETRY_MAX`].
-pub const RETRY_FIRST: Duration = Duration::from_millis(250);
+pub(crate) const RETRY_FIRST: Duration = Duration::from_millis(250);
 /// Longest wait between attempts: a worker notices NATS at most this long after it is up.
-pub const RETRY_MAX: Duration = Duration::from_secs(5);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Whether a start-up failure may pass by trying again (NATS away, JetStream not ready yet)
 /// rather than needing an operator (a bad URL, a stream that `--bind-existing` cannot find).
-pub trait Transient {
+pub(crate) trait Transient {
     fn is_transient(&self) -> bool;
 }
 
 /// Doubling waits, capped.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
     max: Duration,
 }
@@ -36,7 +36,7 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let delay = self.next;
         self.next = (self.next * 2).min(self.max);
         delay
@@ -56,7 +56,7 @@ impl Transient for ConnectError {
 }
 
 /// Connects, trying again while the failure is transient.
-pub async fn connect(options: &NatsOptions) -> Result<async_nats::Client, ConnectError> {
+pub(crate) async fn connect(options: &NatsOptions) -> Result<async_nats::Client, ConnectError> {
     let mut backoff = Backoff::default();
     let mut attempt = 0u32;
     loop {
@@ -76,7 +76,7 @@ pub async fn connect(options: &NatsOptions) -> Result<async_nats::Client, Connec
 /// Runs `attempt` until it succeeds or fails for good. An attempt starts only once the client
 /// is connected (against a disconnected client it could only time out); each transient failure,
 /// and each wait for the connection, is logged once.
-pub async fn retry<T, E, F, Fut>(
+pub(crate) async fn retry<T, E, F, Fut>(
     what: &str,
     client: &async_nats::Client,
     mut attempt: F,

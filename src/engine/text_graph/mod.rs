@@ -13,11 +13,11 @@ mod pattern;
 mod rewrite;
 mod wire;
 
-pub use pattern::Refused;
+pub(crate) use pattern::Refused;
 
 /// A graph rewritten to a symbolic sequence axis.
 #[derive(Debug, Clone)]
-pub struct DynamicGraph {
+pub(crate) struct DynamicGraph {
     /// The rewritten model, to load from memory.
     pub bytes: Vec<u8>,
     /// The sequence length the original graph was fixed to.
@@ -30,7 +30,7 @@ pub struct DynamicGraph {
 
 /// Rewrites `model` (ONNX protobuf bytes) if, and only if, it is a recognised fixed-length
 /// causal CLIP text graph.
-pub fn make_dynamic(model: &[u8]) -> Result<DynamicGraph, Refused> {
+pub(crate) fn make_dynamic(model: &[u8]) -> Result<DynamicGraph, Refused> {
     let parsed = onnx::Model::parse(model)?;
     let plan = pattern::analyse(&parsed)?;
     let bytes = rewrite::rewrite(&parsed, &plan)?;

@@ -5,12 +5,12 @@ use super::wire::{fields, Field, WireError};
 use half::f16;
 
 /// `TensorProto.DataType` values the rewrite reads.
-pub const FLOAT: i64 = 1;
-pub const INT32: i64 = 6;
-pub const INT64: i64 = 7;
-pub const FLOAT16: i64 = 10;
+pub(crate) const FLOAT: i64 = 1;
+pub(crate) const INT32: i64 = 6;
+pub(crate) const INT64: i64 = 7;
+pub(crate) const FLOAT16: i64 = 10;
 
-pub struct Model<'a> {
+pub(crate) struct Model<'a> {
     pub fields: Vec<Field<'a>>,
     pub graph: Graph<'a>,
     /// `(domain, version)` of each operator set import.
@@ -19,7 +19,7 @@ pub struct Model<'a> {
     pub has_functions_or_training: bool,
 }
 
-pub struct Graph<'a> {
+pub(crate) struct Graph<'a> {
     pub fields: Vec<Field<'a>>,
     pub nodes: Vec<Node<'a>>,
     pub initializers: Vec<Tensor<'a>>,
@@ -29,7 +29,7 @@ pub struct Graph<'a> {
     pub has_sparse_initializers: bool,
 }
 
-pub struct Node<'a> {
+pub(crate) struct Node<'a> {
     pub fields: Vec<Field<'a>>,
     pub inputs: Vec<&'a str>,
     pub outputs: Vec<&'a str>,
@@ -38,7 +38,7 @@ pub struct Node<'a> {
     pub attributes: Vec<Attribute<'a>>,
 }
 
-pub struct Attribute<'a> {
+pub(crate) struct Attribute<'a> {
     pub name: &'a str,
     pub int: Option<i64>,
     pub ints: Vec<i64>,
@@ -47,7 +47,7 @@ pub struct Attribute<'a> {
     pub nested: bool,
 }
 
-pub struct Tensor<'a> {
+pub(crate) struct Tensor<'a> {
     pub name: &'a str,
     pub dims: Vec<i64>,
     pub data_type: i64,
@@ -60,21 +60,21 @@ pub struct Tensor<'a> {
 }
 
 /// A tensor-typed graph input, output or value_info entry.
-pub struct ValueInfo<'a> {
+pub(crate) struct ValueInfo<'a> {
     pub name: &'a str,
     pub elem_type: Option<i64>,
     pub dims: Option<Vec<Dim<'a>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dim<'a> {
+pub(crate) enum Dim<'a> {
     Value(i64),
     Param(&'a str),
     Unknown,
 }
 
 impl<'a> Model<'a> {
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
         let fields = fields(bytes)?;
         let mut graph = None;
         let mut opsets = Vec::new();
@@ -159,12 +159,12 @@ impl<'a> Node<'a> {
         Ok(n)
     }
 
-    pub fn attribute(&self, name: &str) -> Option<&Attribute<'a>> {
+    pub(crate) fn attribute(&self, name: &str) -> Option<&Attribute<'a>> {
         self.attributes.iter().find(|a| a.name == name)
     }
 
     /// Whether the node is in the default operator set.
-    pub fn is_default_domain(&self) -> bool {
+    pub(crate) fn is_default_domain(&self) -> bool {
         self.domain.is_empty() || self.domain == "ai.onnx"
     }
 }
@@ -224,14 +224,14 @@ impl<'a> Tensor<'a> {
     }
 
     /// Number of elements the dims describe (None if a dim is negative or it overflows).
-    pub fn element_count(&self) -> Option<usize> {
+    pub(crate) fn element_count(&self) -> Option<usize> {
         self.dims.iter().try_fold(1usize, |acc, d| {
             usize::try_from(*d).ok().and_then(|d| acc.checked_mul(d))
         })
     }
 
     /// The values of an INT32 or INT64 tensor (None for other types or inconsistent data).
-    pub fn int_values(&self) -> Option<Vec<i64>> {
+    pub(crate) fn int_values(&self) -> Option<Vec<i64>> {
         let len = self.element_count()?;
         let values: Vec<i64> = match (self.data_type, self.raw) {
             (INT64, Some(raw)) => raw
@@ -250,7 +250,7 @@ impl<'a> Tensor<'a> {
     }
 
     /// The values of a FLOAT or FLOAT16 tensor, widened exactly (None for other types).
-    pub fn float_values(&self) -> Option<Vec<f32>> {
+    pub(crate) fn float_values(&self) -> Option<Vec<f32>> {
         let len = self.element_count()?;
         let values: Vec<f32> = match (self.data_type, self.raw) {
             (FLOAT, Some(raw)) => raw
@@ -272,11 +272,11 @@ impl<'a> Tensor<'a> {
         (values.len() == len).then_some(values)
     }
 
-    pub fn is_float(&self) -> bool {
+    pub(crate) fn is_float(&self) -> bool {
         self.data_type == FLOAT || self.data_type == FLOAT16
     }
 
-    pub fn is_int(&self) -> bool {
+    pub(crate) fn is_int(&self) -> bool {
         self.data_type == INT32 || self.data_type == INT64
     }
 }
@@ -324,7 +324,7 @@ impl<'a> ValueInfo<'a> {
     }
 
     /// Whether any dimension is the fixed value `length`.
-    pub fn has_dim(&self, length: i64) -> bool {
+    pub(crate) fn has_dim(&self, length: i64) -> bool {
         self.dims
             .as_ref()
             .is_some_and(|d| d.contains(&Dim::Value(length)))

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 /// Why a graph keeps its fixed sequence length.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     #[error("unreadable ONNX protobuf: {0}")]
     Wire(#[from] WireError),
     #[error("{0}")]
@@ -20,13 +20,13 @@ fn refuse<T>(message: impl Into<String>) -> Result<T, Refused> {
 }
 
 /// Prefix of every tensor name the rewrite adds.
-pub const PREFIX: &str = "text_length/";
-pub const IDS: &str = "input_ids";
-pub const MASK: &str = "attention_mask";
+pub(crate) const PREFIX: &str = "text_length/";
+pub(crate) const IDS: &str = "input_ids";
+pub(crate) const MASK: &str = "attention_mask";
 
 /// A tensor that holds L: an initializer, or the output of the Constant node `node`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Site {
+pub(crate) struct Site {
     pub name: String,
     pub node: Option<usize>,
     pub rank: usize,
@@ -34,7 +34,7 @@ pub struct Site {
 
 /// Everything the rewrite changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// The fixed sequence length.
     pub length: i64,
     /// The `[L, D]` positional embedding table.
@@ -105,7 +105,7 @@ impl<'m> Index<'m> {
 }
 
 /// Checks `model` strictly and lists what the rewrite must change.
-pub fn analyse(model: &Model<'_>) -> Result<Plan, Refused> {
+pub(crate) fn analyse(model: &Model<'_>) -> Result<Plan, Refused> {
     if model.has_functions_or_training {
         return refuse("the model has local functions or training information");
     }
@@ -355,7 +355,7 @@ fn classify(
 }
 
 /// 0 on and below the diagonal, -inf or very negative above it.
-pub fn is_causal(values: &[f32], l: usize) -> bool {
+pub(crate) fn is_causal(values: &[f32], l: usize) -> bool {
     values.len() == l * l
         && values.iter().enumerate().all(|(k, v)| {
             let (i, j) = (k / l, k % l);

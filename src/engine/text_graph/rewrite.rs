@@ -8,7 +8,7 @@ use super::wire::{self, put_bytes, put_int, put_packed_ints, WireError};
 use std::collections::{BTreeSet, HashMap};
 
 /// The symbolic name given to the sequence axis of both inputs.
-pub const SEQUENCE_DIM: &str = "sequence";
+pub(crate) const SEQUENCE_DIM: &str = "sequence";
 
 const GRAPH: u32 = 7;
 const NODE: u32 = 1;
@@ -20,7 +20,7 @@ fn name(suffix: &str) -> String {
     format!("{PREFIX}{suffix}")
 }
 
-pub fn rewrite(model: &Model<'_>, plan: &Plan) -> Result<Vec<u8>, WireError> {
+pub(crate) fn rewrite(model: &Model<'_>, plan: &Plan) -> Result<Vec<u8>, WireError> {
     let graph = rewrite_graph(model, plan)?;
     let mut out = Vec::with_capacity(graph.len() + 1024);
     for f in &model.fields {

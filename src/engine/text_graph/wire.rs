@@ -3,7 +3,7 @@
 
 /// A malformed message (the graph is then served as it is, never half-edited).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
+pub(crate) enum WireError {
     #[error("protobuf message truncated at byte {0}")]
     Truncated(usize),
     #[error("malformed varint at byte {0}")]
@@ -18,7 +18,7 @@ pub enum WireError {
 
 /// One field's payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Value<'a> {
+pub(crate) enum Value<'a> {
     Varint(u64),
     Fixed64(u64),
     Bytes(&'a [u8]),
@@ -27,25 +27,25 @@ pub enum Value<'a> {
 
 /// One field as it appears in the message, with its exact encoding (key included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Field<'a> {
+pub(crate) struct Field<'a> {
     pub number: u32,
     pub value: Value<'a>,
     pub raw: &'a [u8],
 }
 
 impl<'a> Field<'a> {
-    pub fn bytes(&self) -> Result<&'a [u8], WireError> {
+    pub(crate) fn bytes(&self) -> Result<&'a [u8], WireError> {
         match self.value {
             Value::Bytes(b) => Ok(b),
             _ => Err(WireError::FieldType(self.number)),
         }
     }
 
-    pub fn str(&self) -> Result<&'a str, WireError> {
+    pub(crate) fn str(&self) -> Result<&'a str, WireError> {
         std::str::from_utf8(self.bytes()?).map_err(|_| WireError::Utf8(self.number))
     }
 
-    pub fn varint(&self) -> Result<u64, WireError> {
+    pub(crate) fn varint(&self) -> Result<u64, WireError> {
         match self.value {
             Value::Varint(v) => Ok(v),
             _ => Err(WireError::FieldType(self.number)),
@@ -53,12 +53,12 @@ impl<'a> Field<'a> {
     }
 
     /// An `int64`/`int32`/enum field (negative values are ten-byte two's complement).
-    pub fn int(&self) -> Result<i64, WireError> {
+    pub(crate) fn int(&self) -> Result<i64, WireError> {
         Ok(self.varint()? as i64)
     }
 
     /// A repeated integer field occurrence: packed (one length-delimited run) or not.
-    pub fn ints(&self) -> Result<Vec<i64>, WireError> {
+    pub(crate) fn ints(&self) -> Result<Vec<i64>, WireError> {
         match self.value {
             Value::Varint(v) => Ok(vec![v as i64]),
             Value::Bytes(b) => {
@@ -76,7 +76,7 @@ impl<'a> Field<'a> {
     }
 
     /// A repeated `float` field occurrence: packed or not.
-    pub fn floats(&self) -> Result<Vec<f32>, WireError> {
+    pub(crate) fn floats(&self) -> Result<Vec<f32>, WireError> {
         match self.value {
             Value::Fixed32(v) => Ok(vec![f32::from_bits(v)]),
             Value::Bytes(b) if b.len() % 4 == 0 => Ok(b
@@ -105,7 +105,7 @@ fn varint(buf: &[u8], start: usize) -> Result<(u64, usize), WireError> {
 }
 
 /// Every field of a message, in order.
-pub fn fields(buf: &[u8]) -> Result<Vec<Field<'_>>, WireError> {
+pub(crate) fn fields(buf: &[u8]) -> Result<Vec<Field<'_>>, WireError> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < buf.len() {
@@ -153,7 +153,7 @@ pub fn fields(buf: &[u8]) -> Result<Vec<Field<'_>>, WireError> {
     Ok(out)
 }
 
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -162,20 +162,20 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// A length-delimited field (string, bytes, message, packed run).
-pub fn put_bytes(out: &mut Vec<u8>, number: u32, payload: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, number: u32, payload: &[u8]) {
     put_varint(out, (u64::from(number) << 3) | 2);
     put_varint(out, payload.len() as u64);
     out.extend_from_slice(payload);
 }
 
 /// A varint field (ints and enums; negative values as ten-byte two's complement).
-pub fn put_int(out: &mut Vec<u8>, number: u32, v: i64) {
+pub(crate) fn put_int(out: &mut Vec<u8>, number: u32, v: i64) {
     put_varint(out, u64::from(number) << 3);
     put_varint(out, v as u64);
 }
 
 /// A packed repeated int64 field.
-pub fn put_packed_ints(out: &mut Vec<u8>, number: u32, values: &[i64]) {
+pub(crate) fn put_packed_ints(out: &mut Vec<u8>, number: u32, values: &[i64]) {
     let mut run = Vec::new();
     for v in values {
         put_varint(&mut run, *v as u64);
@@ -185,7 +185,7 @@ pub fn put_packed_ints(out: &mut Vec<u8>, number: u32, values: &[i64]) {
 
 /// Re-encodes `message` with the `nth` occurrence of field `number` (a length-delimited one)
 /// replaced by `edit(payload)`; every other field is copied as it was.
-pub fn edit_nth(
+pub(crate) fn edit_nth(
     message: &[u8],
     number: u32,
     nth: usize,

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Why an address is not public.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Restricted {
+pub(crate) enum Restricted {
     /// A cloud provider's instance metadata service (credentials live there).
     CloudMetadata,
     Loopback,
@@ -30,7 +30,7 @@ impl Restricted {
     /// Addresses an operator may open up with `--allow-private-networks`: unicast addresses of
     /// the worker's own networks. Metadata services, multicast and reserved ranges stay closed
     /// (only `--allow-uri-hosts` opens a host to everything).
-    pub fn is_private_network(self) -> bool {
+    pub(crate) fn is_private_network(self) -> bool {
         matches!(
             self,
             Restricted::Loopback
@@ -70,7 +70,7 @@ const METADATA_V4: [Ipv4Addr; 4] = [
 const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254);
 
 /// `None` for a public unicast address, else what it is.
-pub fn classify(ip: IpAddr) -> Option<Restricted> {
+pub(crate) fn classify(ip: IpAddr) -> Option<Restricted> {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => classify_v6(v6),

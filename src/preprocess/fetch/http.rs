@@ -11,7 +11,7 @@ use std::time::Instant;
 
 /// Where http(s) URIs may lead.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkPolicy {
+pub(crate) struct NetworkPolicy {
     /// Connect to any address (the CLI, where the caller is the machine's user).
     pub allow_any_address: bool,
     /// Loopback, private, link-local, unique-local and CGNAT addresses are allowed.
@@ -22,7 +22,7 @@ pub struct NetworkPolicy {
 
 impl NetworkPolicy {
     /// Public addresses only, unless opened up.
-    pub fn public_only() -> Self {
+    pub(crate) fn public_only() -> Self {
         NetworkPolicy {
             allow_any_address: false,
             allow_private_networks: false,
@@ -31,7 +31,7 @@ impl NetworkPolicy {
     }
 
     /// No address checks.
-    pub fn any_address() -> Self {
+    pub(crate) fn any_address() -> Self {
         NetworkPolicy {
             allow_any_address: true,
             ..Self::public_only()

@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// Which local files a document may name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LocalFiles {
+pub(crate) enum LocalFiles {
     /// None: a remote caller must not read the worker's disk.
     Refused,
     /// Only files under this folder. Relative paths are taken relative to it.
@@ -31,7 +31,7 @@ pub struct LocalRootError {
 
 impl LocalFiles {
     /// Files under `root`, which must be an existing folder.
-    pub fn under(root: &Path) -> Result<LocalFiles, LocalRootError> {
+    pub(crate) fn under(root: &Path) -> Result<LocalFiles, LocalRootError> {
         let error = |source| LocalRootError {
             path: root.to_path_buf(),
             source,

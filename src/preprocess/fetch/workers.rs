@@ -8,26 +8,26 @@ use tokio::sync::Semaphore;
 
 /// Fetches for `serve`: at most `limit` in flight; the rest wait for a slot.
 #[derive(Debug, Clone)]
-pub struct FetchWorkers {
+pub(crate) struct FetchWorkers {
     policy: FetchPolicy,
     slots: Arc<Semaphore>,
 }
 
 impl FetchWorkers {
-    pub fn new(policy: FetchPolicy, limit: usize) -> Self {
+    pub(crate) fn new(policy: FetchPolicy, limit: usize) -> Self {
         FetchWorkers {
             policy,
             slots: Arc::new(Semaphore::new(limit.max(1))),
         }
     }
 
-    pub fn policy(&self) -> &FetchPolicy {
+    pub(crate) fn policy(&self) -> &FetchPolicy {
         &self.policy
     }
 
     /// The bytes behind `uri`. The slot is held by the blocking thread itself, so it is freed
     /// only when that thread is: the bound holds even for a fetch whose caller stopped waiting.
-    pub async fn fetch(&self, uri: String) -> Result<Vec<u8>, DocError> {
+    pub(crate) async fn fetch(&self, uri: String) -> Result<Vec<u8>, DocError> {
         let slot = self
             .slots
             .clone()

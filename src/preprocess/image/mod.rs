@@ -53,13 +53,13 @@ use mode::{Mode, PilImage};
 pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
 
 /// CLIP normalisation mean, per RGB channel.
-pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
+pub(crate) const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
 
 /// CLIP normalisation standard deviation, per RGB channel.
 ///
 /// Written as in CLIP / CLIP-as-service; like torch, the decimal literals are rounded to f32.
 #[allow(clippy::excessive_precision)]
-pub const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
+pub(crate) const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// Why an image could not be preprocessed.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use super::{ftfy, html};
 /// `html.unescape` twice, strip, collapse whitespace runs to one space, strip, lowercase.
 ///
 /// Whitespace-only input cleans to the empty string (and then encodes to `[SOT, EOT]`).
-pub fn clean_text(text: &str) -> String {
+pub(crate) fn clean_text(text: &str) -> String {
     let fixed = ftfy::fix_text(text);
     let unescaped = html::py_unescape(&html::py_unescape(&fixed));
     let collapsed = collapse_whitespace(py_strip(&unescaped));

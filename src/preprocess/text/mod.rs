@@ -13,7 +13,7 @@ mod mojibake;
 
 use regex::Regex;
 
-pub use clean::clean_text;
+pub(crate) use clean::clean_text;
 
 /// CLIP's text context: at most 77 ids including SOT and EOT.
 pub const CONTEXT_LENGTH: usize = 77;
