@@ -58,7 +58,8 @@ impl From<String> for ErrorCode {
     }
 }
 
-const ALL_CODES: [ErrorCode; 17] = [
+/// Every code, in documentation order.
+pub const ALL_CODES: [ErrorCode; 17] = [
     ErrorCode::EmptyDocument,
     ErrorCode::InvalidDocument,
     ErrorCode::ImageDecode,

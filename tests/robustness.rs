@@ -8,7 +8,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use clip_worker::error::ErrorCode;
 use clip_worker::fuzzing::{Target, TARGETS};
 use clip_worker::preprocess::input::Modality;
 use clip_worker::protocol::{
@@ -278,27 +277,11 @@ prop_compose! {
     }
 }
 
-const CODES: [ErrorCode; 16] = [
-    ErrorCode::EmptyDocument,
-    ErrorCode::InvalidDocument,
-    ErrorCode::ImageDecode,
-    ErrorCode::UnsupportedImage,
-    ErrorCode::NotFound,
-    ErrorCode::Fetch,
-    ErrorCode::TooLarge,
-    ErrorCode::Inference,
-    ErrorCode::ModelMismatch,
-    ErrorCode::BadRequest,
-    ErrorCode::Overloaded,
-    ErrorCode::ShuttingDown,
-    ErrorCode::Internal,
-    ErrorCode::Timeout,
-    ErrorCode::Unavailable,
-    ErrorCode::Unknown,
-];
-
 fn wire_error() -> impl Strategy<Value = WireError> {
-    (prop::sample::select(CODES.to_vec()), text())
+    (
+        prop::sample::select(clip_worker::error::ALL_CODES.to_vec()),
+        text(),
+    )
         .prop_map(|(code, message)| WireError { code, message })
 }
 
