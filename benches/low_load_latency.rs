@@ -99,8 +99,9 @@ fn main() {
         });
         let end_to_end = timed(runs, || {
             rt.block_on(async {
-                let admission = pipeline.admit(1).await.unwrap();
-                let out = pipeline.embed(vec![doc.clone()], &admission).await;
+                let docs = vec![doc.clone()];
+                let admission = pipeline.admit(&docs).await.unwrap();
+                let out = pipeline.embed(docs, &admission).await;
                 assert!(out[0].is_ok());
             })
         });

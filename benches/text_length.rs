@@ -135,7 +135,7 @@ fn pipeline_rate(
     let run = || {
         let docs: Vec<Document> = texts.iter().map(|t| Document::text(t.clone())).collect();
         rt.block_on(async {
-            let admission = p.admit(docs.len()).await.unwrap();
+            let admission = p.admit(&docs).await.unwrap();
             let out = p.embed(docs, &admission).await;
             assert!(out.iter().all(Result::is_ok));
         })

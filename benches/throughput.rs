@@ -131,10 +131,9 @@ fn main() {
     )
     .expect("pipeline");
     let one = |p: std::sync::Arc<Pipeline>, i: usize| async move {
-        let admission = p.admit(1).await.expect("admit");
-        p.embed(vec![Document::text(format!("request {i}"))], &admission)
-            .await
-            .len()
+        let docs = vec![Document::text(format!("request {i}"))];
+        let admission = p.admit(&docs).await.expect("admit");
+        p.embed(docs, &admission).await.len()
     };
     let sequential = rt.block_on(async {
         let start = Instant::now();

@@ -14,6 +14,10 @@ pub(crate) const NUM_WORKER_PREPROCESS: usize = 4;
 pub(crate) const MAX_BATCH_DELAY: Duration = Duration::from_millis(5);
 /// Documents admitted by a worker at once.
 pub(crate) const MAX_INFLIGHT_DOCS: usize = 2048;
+/// Longest expected wait a request/reply call is admitted into: well under the client's
+/// default timeout, so that an overloaded worker refuses at once and the caller retries
+/// elsewhere instead of timing out.
+pub(crate) const MAX_QUEUE_TIME: Duration = Duration::from_secs(10);
 /// Minibatch-sized chunks of one request in flight at once (fairness between requests).
 pub(crate) const CHUNKS_PER_REQUEST: usize = 2;
 

@@ -309,6 +309,73 @@ async fn a_full_worker_answers_overloaded_at_once() {
     );
 }
 
+/// Admission by expected wait: while images are in flight, another image request that would
+/// wait past `--max-queue-time` is refused at once, a text request (its tower is idle) is
+/// served, and the image request is served once the backlog is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_would_wait_past_max_queue_time_are_refused_at_once() {
+    let nats = NatsServer::start();
+    let _worker = Worker::start(
+        &nats.url,
+        &[
+            "--mode",
+            "service",
+            "--minibatch-size",
+            "1",
+            "--max-queue-time",
+            "1us",
+        ],
+    );
+    let client = connect(&nats.url).await;
+    let busy = {
+        let client = client.clone();
+        let docs = (0..16).map(|i| image(flat_png(i, 1600, 1200))).collect();
+        tokio::spawn(async move { call(&client, "clip.encode", &request(docs)).await })
+    };
+    // Wait until the sixteen images are admitted (all at once).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = service_stats(&client, "clip-worker", Duration::from_millis(20)).await;
+        let free = stats
+            .first()
+            .and_then(|s| s["endpoints"][0]["data"]["available_doc_slots"].as_u64());
+        if free.is_some_and(|f| f < 2048) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{stats:?}");
+    }
+    let started = std::time::Instant::now();
+    let (refused, headers) = call(
+        &client,
+        "clip.encode",
+        &request(vec![image(png(9, 64, 48))]),
+    )
+    .await;
+    let error = refused.error.expect("refused while sixteen images are ahead");
+    assert_eq!(error.code, ErrorCode::Overloaded);
+    assert!(error.message.contains("would wait"), "{}", error.message);
+    assert_eq!(
+        headers.get("Nats-Service-Error-Code").map(|v| v.as_str()),
+        Some("503")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once"
+    );
+    let (texts, _) = call(&client, "clip.encode", &request(vec![text("a caption")])).await;
+    assert!(texts.error.is_none(), "{:?}", texts.error);
+
+    let (busy, _) = busy.await.unwrap();
+    assert!(busy.docs.iter().all(|d| d.embedding.is_some()), "{busy:?}");
+    let (later, _) = call(
+        &client,
+        "clip.encode",
+        &request(vec![image(png(9, 64, 48))]),
+    )
+    .await;
+    assert!(later.error.is_none(), "{:?}", later.error);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_types_fail_only_their_document_and_name_the_field() {
     use rmpv::Value;

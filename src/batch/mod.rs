@@ -6,8 +6,11 @@
 //!   (admitted)       (bounded)                         └─► image queue ─► image tower thread
 //!        ◄──────────────── one-shot reply per document ◄────────────────────────┘
 //! ```
-//! Admission is a semaphore over in-flight documents, so every queue behind it is bounded.
+//! Admission is a semaphore over in-flight documents, so every queue behind it is bounded;
+//! request/reply admission also refuses work that would wait longer than `max_queue_time`
+//! (see [`load`]).
 
+mod load;
 mod stats;
 mod tower;
 
@@ -18,6 +21,7 @@ use crate::engine::{ClipModel, Embedded, InferenceError, Prepared, Preprocessor}
 use crate::error::{DocError, ErrorCode};
 use crate::preprocess::input::{Document, Modality};
 use futures::stream::{self, StreamExt};
+use load::{DocCounts, Load};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +40,9 @@ pub struct BatchConfig {
     pub num_worker_preprocess: usize,
     /// Documents admitted at once (queued, preprocessing or in a batch); more is `overloaded`.
     pub max_inflight_docs: usize,
+    /// Longest expected wait a request/reply call is admitted into (at the speed of the
+    /// recent minibatches); beyond it the call is answered `overloaded`. `None`: no limit.
+    pub max_queue_time: Option<Duration>,
     /// Minibatch-sized chunks of one request allowed in flight at once, so a large request
     /// interleaves with small ones instead of starving them.
     pub chunks_per_request: usize,
@@ -48,6 +55,7 @@ impl Default for BatchConfig {
             max_batch_delay: defaults::MAX_BATCH_DELAY,
             num_worker_preprocess: defaults::NUM_WORKER_PREPROCESS,
             max_inflight_docs: defaults::MAX_INFLIGHT_DOCS,
+            max_queue_time: Some(defaults::MAX_QUEUE_TIME),
             chunks_per_request: defaults::CHUNKS_PER_REQUEST,
         }
     }
@@ -80,6 +88,14 @@ pub(crate) struct QueueDepths {
 /// Permission to put documents into the pipeline; released when dropped.
 pub struct Admission {
     _permit: OwnedSemaphorePermit,
+    load: Arc<Load>,
+    counts: DocCounts,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.load.remove(self.counts);
+    }
 }
 
 /// The running batcher: preprocess pool and one inference thread per tower.
@@ -90,6 +106,7 @@ pub struct Pipeline {
     image_queue: crossbeam_channel::Receiver<TowerJob<Vec<f32>>>,
     inflight: Arc<Semaphore>,
     arriving: Arriving,
+    load: Arc<Load>,
     config: BatchConfig,
     pub stats: Arc<BatchStats>,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -168,18 +185,20 @@ impl Pipeline {
         let mut threads = Threads::default();
         let stats = Arc::new(BatchStats::default());
         let arriving = Arriving::default();
+        let load = Arc::new(Load::new(config.num_worker_preprocess, replicas));
         let (prep_tx, prep_rx) = crossbeam_channel::bounded::<PrepJob>(config.max_inflight_docs);
         let (text_tx, text_rx) = crossbeam_channel::bounded::<TowerJob<Vec<u32>>>(2 * size);
         let (image_tx, image_rx) = crossbeam_channel::bounded::<TowerJob<Vec<f32>>>(2 * size);
         for i in 0..config.num_worker_preprocess {
-            let (rx, text_tx, image_tx, prepare) = (
+            let (rx, text_tx, image_tx, prepare, load) = (
                 prep_rx.clone(),
                 text_tx.clone(),
                 image_tx.clone(),
                 prepare.clone(),
+                load.clone(),
             );
             threads.spawn(format!("preprocess-{i}"), move || {
-                preprocess_loop(rx, &*prepare, text_tx, image_tx)
+                preprocess_loop(rx, &*prepare, &load, text_tx, image_tx)
             })?;
         }
         drop((prep_rx, text_tx, image_tx));
@@ -191,6 +210,7 @@ impl Pipeline {
                 config: config.clone(),
                 stats: stats.text.clone(),
                 arriving: arriving.text.clone(),
+                load: load.clone(),
             };
             let (rx, run, cost) = (text_rx.clone(), run_text.clone(), text_cost.clone());
             threads.spawn(format!("tower-text-{replica}"), move || {
@@ -208,6 +228,7 @@ impl Pipeline {
                 config: config.clone(),
                 stats: stats.image.clone(),
                 arriving: arriving.image.clone(),
+                load: load.clone(),
             };
             let (rx, run) = (image_rx.clone(), run_images.clone());
             threads.spawn(format!("tower-image-{replica}"), move || {
@@ -228,6 +249,7 @@ impl Pipeline {
             image_queue,
             inflight: Arc::new(Semaphore::new(config.max_inflight_docs)),
             arriving,
+            load,
             config,
             stats,
             threads: std::sync::Mutex::new(threads.into_handles()),
@@ -238,25 +260,62 @@ impl Pipeline {
         &self.config
     }
 
-    /// Admits `docs` documents now, or says `overloaded` (request/reply answers at once).
-    pub(crate) fn try_admit(&self, docs: usize) -> Result<Admission, DocError> {
-        let n = self.permits(docs)?;
-        self.inflight
+    /// Admits `docs` now, or says `overloaded` (request/reply answers at once): when the
+    /// in-flight limit is reached, or when they would wait longer than `max_queue_time`.
+    pub(crate) fn try_admit(&self, docs: &[Document]) -> Result<Admission, DocError> {
+        let n = self.permits(docs.len())?;
+        let counts = DocCounts::of(docs);
+        if let Some(limit) = self.config.max_queue_time {
+            if let Some((modality, wait)) =
+                self.load
+                    .over_limit(counts, limit, self.config.minibatch_size)
+            {
+                return Err(DocError::new(
+                    ErrorCode::Overloaded,
+                    format!(
+                        "{} documents would wait about {:.1} s here, over the {:.1} s limit; retry later or elsewhere",
+                        modality.as_str(),
+                        wait.as_secs_f64(),
+                        limit.as_secs_f64()
+                    ),
+                ));
+            }
+        }
+        let permit = self
+            .inflight
             .clone()
             .try_acquire_many_owned(n)
-            .map(|p| Admission { _permit: p })
-            .map_err(|_| DocError::new(ErrorCode::Overloaded, "worker is at capacity; retry later"))
+            .map_err(|_| {
+                DocError::new(ErrorCode::Overloaded, "worker is at capacity; retry later")
+            })?;
+        Ok(self.admission(permit, counts))
     }
 
-    /// Waits until `docs` documents can be admitted (durable jobs wait instead of failing).
-    pub async fn admit(&self, docs: usize) -> Result<Admission, DocError> {
-        let n = self.permits(docs)?;
-        self.inflight
+    /// Waits until `docs` can be admitted (durable jobs wait instead of failing).
+    pub async fn admit(&self, docs: &[Document]) -> Result<Admission, DocError> {
+        let n = self.permits(docs.len())?;
+        let permit = self
+            .inflight
             .clone()
             .acquire_many_owned(n)
             .await
-            .map(|p| Admission { _permit: p })
-            .map_err(|_| DocError::new(ErrorCode::ShuttingDown, "worker is shutting down"))
+            .map_err(|_| DocError::new(ErrorCode::ShuttingDown, "worker is shutting down"))?;
+        Ok(self.admission(permit, DocCounts::of(docs)))
+    }
+
+    fn admission(&self, permit: OwnedSemaphorePermit, counts: DocCounts) -> Admission {
+        self.load.add(counts);
+        Admission {
+            _permit: permit,
+            load: self.load.clone(),
+            counts,
+        }
+    }
+
+    /// How long one more document of `modality` would wait for its answer, at the speed of
+    /// the recent documents (`None` until one has been through).
+    pub(crate) fn expected_wait(&self, modality: Modality) -> Option<Duration> {
+        self.load.expected_wait(modality, 1)
     }
 
     /// Documents that can be admitted right now.
@@ -418,6 +477,7 @@ impl Drop for Threads {
 fn preprocess_loop(
     rx: crossbeam_channel::Receiver<PrepJob>,
     prepare: &PrepareFn,
+    load: &Load,
     text_tx: crossbeam_channel::Sender<TowerJob<Vec<u32>>>,
     image_tx: crossbeam_channel::Sender<TowerJob<Vec<f32>>>,
 ) {
@@ -439,10 +499,14 @@ fn preprocess_loop(
                     ))
                 })
         };
+        let took = started.elapsed();
         crate::telemetry::metrics()
             .preprocess_duration
             .with_label_values(&[prepared_modality(&prepared, &job.doc)])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
+        if let Ok(p) = &prepared {
+            load.prepared(p.modality(), took);
+        }
         let span = job.span.clone();
         let enqueued = std::time::Instant::now();
         let sent = match prepared {
@@ -580,11 +644,11 @@ mod tests {
         let embed = |texts: Vec<u32>| {
             let p = pipeline.clone();
             runtime.spawn(async move {
-                let admission = p.admit(texts.len()).await.unwrap();
-                let docs = texts
+                let docs: Vec<Document> = texts
                     .iter()
                     .map(|t| Document::text(t.to_string()))
                     .collect();
+                let admission = p.admit(&docs).await.unwrap();
                 p.embed(docs, &admission).await
             })
         };
@@ -616,6 +680,93 @@ mod tests {
         );
         drop(runtime);
         pipeline.shutdown();
+    }
+
+    /// Request/reply admission refuses what would wait past `max_queue_time` at the speed the
+    /// tower has shown, durable-job admission waits instead, and both admit again once the
+    /// backlog is gone.
+    #[test]
+    fn admission_refuses_what_would_wait_too_long() {
+        const HELD: u32 = 999;
+        let (started_tx, started_rx) = crossbeam_channel::unbounded();
+        let (release_tx, release_rx) = crossbeam_channel::unbounded::<()>();
+        // Fake tower: 50 ms a minibatch; the one holding HELD waits to be released.
+        let run_text = move |batch: &[&[u32]]| {
+            std::thread::sleep(Duration::from_millis(50));
+            if batch.iter().any(|t| t[0] == HELD) {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            }
+            Ok(batch.iter().map(|t| vec![t[0] as f32]).collect())
+        };
+        let no_images = |_: &[&[f32]]| -> Result<Vec<Vec<f32>>, InferenceError> {
+            unreachable!("no image in this test")
+        };
+        let prepare = |doc: &Document| {
+            let id = doc
+                .text
+                .as_deref()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            Ok(Prepared::Text(vec![id]))
+        };
+        let config = BatchConfig {
+            minibatch_size: 2,
+            max_batch_delay: Duration::ZERO,
+            num_worker_preprocess: 1,
+            max_queue_time: Some(Duration::from_millis(500)),
+            ..BatchConfig::default()
+        };
+        let p = Pipeline::start_with(
+            Arc::new(prepare),
+            run_text,
+            no_images,
+            Arc::new(|ids: &[u32]| ids.len()),
+            1,
+            config,
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let texts = |ids: std::ops::Range<u32>| -> Vec<Document> {
+            ids.map(|i| Document::text(i.to_string())).collect()
+        };
+        let embed = |p: Arc<Pipeline>, docs: Vec<Document>| async move {
+            let admission = p.try_admit(&docs)?;
+            Ok::<_, DocError>(p.embed(docs, &admission).await)
+        };
+        // An idle worker admits a large request; it teaches the cost (25 to 50 ms a document
+        // at minibatches of 2 or less).
+        runtime.block_on(embed(p.clone(), texts(0..3))).unwrap();
+        // One minibatch is always admitted; this one stays in the tower until released.
+        let held = runtime.spawn(embed(p.clone(), texts(HELD..HELD + 2)));
+        started_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+
+        // 2 in flight + 20 more, at 25 ms or more each: over 500 ms.
+        let refused = p.try_admit(&texts(0..20)).err().unwrap();
+        assert_eq!(refused.code, ErrorCode::Overloaded);
+        assert!(
+            refused.message.contains("would wait"),
+            "{}",
+            refused.message
+        );
+        // 2 in flight + 2 more: well under 500 ms.
+        drop(p.try_admit(&texts(0..2)).unwrap());
+        // Durable jobs wait for room instead of being refused.
+        drop(runtime.block_on(p.admit(&texts(0..20))).unwrap());
+
+        release_tx.send(()).unwrap();
+        let held = runtime.block_on(held).unwrap().unwrap();
+        assert_eq!(held.len(), 2);
+        assert!(held.iter().all(Result::is_ok));
+        // The backlog is gone: admitted again (nothing in flight: any size).
+        assert_eq!(p.load.backlog(Modality::Text), 0);
+        drop(p.try_admit(&texts(0..20)).unwrap());
+        drop(runtime);
+        p.shutdown();
     }
 
     /// What a fake document is: its content decides what the fake preprocessing does with it.
@@ -735,7 +886,7 @@ mod tests {
                     let start = Duration::from_micros(*start_us);
                     runtime.spawn(async move {
                         tokio::time::sleep(start).await;
-                        let admission = p.admit(docs.len()).await.unwrap();
+                        let admission = p.admit(&docs).await.unwrap();
                         p.embed(docs, &admission).await
                     })
                 })

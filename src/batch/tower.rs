@@ -35,6 +35,8 @@ pub(super) struct Tower {
     pub stats: Arc<TowerStats>,
     /// Documents of this modality admitted and not yet in the queue (being preprocessed).
     pub arriving: Arc<AtomicUsize>,
+    /// Where admission learns how fast minibatches run.
+    pub load: Arc<super::load::Load>,
 }
 
 /// How often a waiting tower re-checks whether work is still arriving.
@@ -122,6 +124,7 @@ impl Tower {
         let took = started.elapsed();
         // `$SRV.STATS` and the Prometheus series count the same batches.
         self.stats.record(batch.len(), took);
+        self.load.inferred(modality, batch.len(), took);
         record_batch(modality, &batch, started, took);
         match result {
             Ok(rows) if rows.len() == batch.len() => {
@@ -243,6 +246,7 @@ mod tests {
             },
             stats: Arc::default(),
             arriving: Arc::default(),
+            load: Arc::new(super::super::load::Load::new(1, 1)),
         }
     }
 

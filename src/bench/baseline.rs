@@ -141,7 +141,7 @@ pub(crate) async fn engine(
             let (pipeline, pool) = (pipeline.clone(), pool.clone());
             async move {
                 let docs = pool.request(n, batch_size.max(1));
-                match pipeline.try_admit(docs.len()) {
+                match pipeline.try_admit(&docs) {
                     Ok(admission) => pipeline
                         .embed(docs, &admission)
                         .await

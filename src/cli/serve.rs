@@ -8,7 +8,7 @@ use super::uri::UriArgs;
 use crate::batch::{BatchConfig, Pipeline};
 use crate::defaults;
 use crate::engine::Engine;
-use crate::preprocess::input::{Document, PixelTensor};
+use crate::preprocess::input::{Document, Modality, PixelTensor};
 use crate::protocol::{Limits, Subjects};
 use crate::telemetry::{self, metrics::Metrics, Health};
 use crate::transport::handler::Handler;
@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// Documents admitted at once; beyond this request/reply answers `overloaded`.
     #[arg(long, env = "CLIP_WORKER_MAX_INFLIGHT_DOCS", default_value_t = defaults::MAX_INFLIGHT_DOCS)]
     pub max_inflight_docs: usize,
+    /// Request/reply calls whose documents would wait longer than this (at the speed of the
+    /// recent minibatches) are answered `overloaded` at once; `0` turns the check off.
+    #[arg(long, env = "CLIP_WORKER_MAX_QUEUE_TIME", default_value = format_duration(defaults::MAX_QUEUE_TIME), value_parser = parse_duration)]
+    pub max_queue_time: Duration,
 
     /// JetStream work-queue stream for durable jobs.
     #[arg(long, env = "CLIP_WORKER_STREAM", default_value = defaults::STREAM)]
@@ -280,6 +284,7 @@ async fn start(
             max_batch_delay: args.max_batch_delay,
             num_worker_preprocess: args.engine.num_worker_preprocess,
             max_inflight_docs: args.max_inflight_docs,
+            max_queue_time: (!args.max_queue_time.is_zero()).then_some(args.max_queue_time),
             ..BatchConfig::default()
         },
     )?;
@@ -373,6 +378,13 @@ fn watch_pipeline(health: &Health, pipeline: &Arc<Pipeline>) {
         }
         let admitted = p.config().max_inflight_docs.saturating_sub(p.available());
         m.inflight_documents.set(admitted as i64);
+        for modality in [Modality::Text, Modality::Image] {
+            // Unknown until a document has been through: reported as 0.
+            let wait = p.expected_wait(modality).unwrap_or_default();
+            m.expected_wait
+                .with_label_values(&[modality.as_str()])
+                .set(wait.as_secs_f64());
+        }
     });
 }
 
@@ -404,7 +416,7 @@ async fn warm_up(pipeline: &Pipeline) -> Result<(), ServeError> {
         },
     ];
     let admission = pipeline
-        .admit(docs.len())
+        .admit(&docs)
         .await
         .map_err(|e| ServeError::WarmUp(e.to_string()))?;
     for result in pipeline.embed(docs, &admission).await {

@@ -6,8 +6,8 @@
 
 use crate::error::ErrorCode;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
@@ -75,6 +75,7 @@ pub(crate) struct Metrics {
     pub inferences: IntCounterVec,
     pub queue_depth: IntGaugeVec,
     pub inflight_documents: IntGauge,
+    pub expected_wait: GaugeVec,
     pub inflight_requests: IntGaugeVec,
     pub jetstream_deliveries: IntCounter,
     pub jetstream_redeliveries: IntCounter,
@@ -126,6 +127,13 @@ fn histogram_vec(
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     match IntGaugeVec::new(Opts::new(name, help), labels) {
+        Ok(g) => registered(r, g),
+        Err(e) => unreachable_metric(name, e),
+    }
+}
+
+fn float_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    match GaugeVec::new(Opts::new(name, help), labels) {
         Ok(g) => registered(r, g),
         Err(e) => unreachable_metric(name, e),
     }
@@ -236,6 +244,12 @@ impl Metrics {
                 &r,
                 "clip_worker_inflight_documents",
                 "Documents admitted and not yet answered.",
+            ),
+            expected_wait: float_gauge_vec(
+                &r,
+                "clip_worker_expected_wait_seconds",
+                "How long one more document would wait for its answer at recent speed, by modality.",
+                &["modality"],
             ),
             inflight_requests: gauge_vec(
                 &r,
@@ -469,6 +483,7 @@ mod tests {
         "clip_worker_inferences_total",
         "clip_worker_queue_depth",
         "clip_worker_inflight_documents",
+        "clip_worker_expected_wait_seconds",
         "clip_worker_inflight_requests",
         "clip_worker_jetstream_deliveries_total",
         "clip_worker_jetstream_redeliveries_total",
@@ -503,6 +518,7 @@ mod tests {
         m.inference_executions.with_label_values(&["text"]).inc();
         m.inferences.with_label_values(&["text"]).inc_by(2);
         m.queue_depth.with_label_values(&["text"]).set(0);
+        m.expected_wait.with_label_values(&["text"]).set(0.5);
         m.record_publish(Transport::Jobs, Duration::ZERO);
         m.record_delivery(2);
         m.record_ack(JetStreamAck::Nak);

@@ -148,8 +148,8 @@ impl Handler {
             .filter_map(|s| s.doc.as_ref().ok().cloned())
             .collect();
         let admission: Admission = match mode {
-            AdmissionMode::Reject => self.pipeline.try_admit(valid.len())?,
-            AdmissionMode::Wait => self.pipeline.admit(valid.len()).await?,
+            AdmissionMode::Reject => self.pipeline.try_admit(&valid)?,
+            AdmissionMode::Wait => self.pipeline.admit(&valid).await?,
         };
         let mut embedded = self.pipeline.embed(valid, &admission).await.into_iter();
         drop(admission);
