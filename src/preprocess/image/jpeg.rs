@@ -20,7 +20,7 @@ use std::cell::RefCell;
 
 use turbojpeg::{Colorspace, DecompressHeader, Decompressor, PixelFormat, ScalingFactor};
 
-use super::buffer::{check_pixels, zeroed};
+use super::buffer::{check_pixels, image_bytes};
 use super::mode::{Mode, PilImage};
 use super::ImageError;
 
@@ -117,7 +117,7 @@ fn decode_into(
     let scaled = header.scaled(scale);
     let (width, height) = (scaled.width, scaled.height);
     let pitch = width * format.size();
-    let mut data = zeroed::<u8>(pitch * height)?;
+    let mut data = image_bytes(pitch * height)?;
     let image = turbojpeg::Image {
         pixels: &mut data[..],
         width,

@@ -147,7 +147,9 @@ pub fn preprocess_bytes_with(
         }
         _ => decode::decode(bytes, max_pixels)?,
     };
-    Ok(crop_image(image, size))
+    let crop = crop_image(&image, size);
+    buffer::recycle(image.data);
+    Ok(crop)
 }
 
 /// Preprocess a uint8 HWC tensor the way CLIP-as-service does for `Document.tensor`.
@@ -168,7 +170,7 @@ pub fn preprocess_tensor(
 ) -> Result<RgbCrop, ImageError> {
     check_size(size)?;
     let image = tensor_image(data, shape, max_pixels)?;
-    Ok(crop_image(image, size))
+    Ok(crop_image(&image, size))
 }
 
 /// The model input size is a configuration value (224, 240, 336, ...), not user input; absurd
@@ -185,16 +187,16 @@ fn check_size(size: u32) -> Result<(), ImageError> {
 }
 
 /// Steps 2–4: resize (only the window that survives the crop), crop, convert to RGB.
-fn crop_image(image: PilImage, size: u32) -> RgbCrop {
+fn crop_image(image: &PilImage, size: u32) -> RgbCrop {
     let s = size as usize;
     let (new_w, new_h) = crop::resized_size(image.width, image.height, s);
     let left = crop::crop_offset(new_w, s);
     let top = crop::crop_offset(new_h, s);
     let window = if (new_w, new_h) == (image.width, image.height) {
         // torchvision and Pillow both return the image unchanged (no premultiplication).
-        crop::crop(&image, left, top, s)
+        crop::crop(image, left, top, s)
     } else {
-        resample::resize_window(&image, new_w, new_h, left, top, s)
+        resample::resize_window(image, new_w, new_h, left, top, s)
     };
     RgbCrop {
         size,
