@@ -351,7 +351,9 @@ async fn requests_that_would_wait_past_max_queue_time_are_refused_at_once() {
         &request(vec![image(png(9, 64, 48))]),
     )
     .await;
-    let error = refused.error.expect("refused while sixteen images are ahead");
+    let error = refused
+        .error
+        .expect("refused while sixteen images are ahead");
     assert_eq!(error.code, ErrorCode::Overloaded);
     assert!(error.message.contains("would wait"), "{}", error.message);
     assert_eq!(

@@ -46,21 +46,24 @@ pub(super) fn zeroed<T: Clone + Default>(len: usize) -> Result<Vec<T>, ImageErro
     filled(len, T::default())
 }
 
-/// A zeroed buffer of `len` bytes for a decoded image: the thread's spare buffer when it is
-/// large enough (zero-filled again, so nothing of an earlier image can show through), else a
-/// new one.
-pub(super) fn image_bytes(len: usize) -> Result<Vec<u8>, ImageError> {
+/// A buffer of `len` bytes for a decoder that writes every byte of it or fails: the
+/// thread's spare buffer when it is large enough, else a new zeroed one. A reused buffer
+/// still holds an earlier image's bytes until the decoder overwrites them, so a decoder that
+/// can leave part of its output unwritten must use [`zeroed`] instead (libjpeg-turbo, the
+/// one caller, writes every row of its output or reports an error, and the buffer of a
+/// failed decode is dropped, not recycled).
+pub(super) fn overwritten_bytes(len: usize) -> Result<Vec<u8>, ImageError> {
     let spare = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
     if spare.capacity() < len {
         return zeroed(len);
     }
     let mut v = spare;
-    v.clear();
+    // Shrinking writes nothing; growing within the capacity zero-fills only the new part.
     v.resize(len, 0);
     Ok(v)
 }
 
-/// Hands a decoded image's buffer back for [`image_bytes`] to reuse on this thread.
+/// Hands a decoded image's buffer back for [`overwritten_bytes`] to reuse on this thread.
 pub(super) fn recycle(buffer: Vec<u8>) {
     if buffer.capacity() > KEEP_BYTES {
         return;
@@ -96,15 +99,22 @@ mod tests {
     }
 
     #[test]
-    fn a_recycled_buffer_comes_back_zeroed() {
+    fn a_recycled_buffer_is_reused_and_oversized_ones_are_not_kept() {
         recycle(vec![7u8; 1000]);
-        let v = image_bytes(600).unwrap();
-        assert_eq!(v.capacity(), 1000, "the spare buffer is reused");
-        assert_eq!(v, vec![0u8; 600]);
-        // Larger than the spare: a new buffer; the spare is not lost to a smaller request.
-        assert_eq!(image_bytes(2000).unwrap().len(), 2000);
+        let v = overwritten_bytes(600).unwrap();
+        assert_eq!(
+            (v.len(), v.capacity()),
+            (600, 1000),
+            "the spare buffer is reused"
+        );
+        // Larger than any spare: a new, zeroed buffer.
+        let v = overwritten_bytes(2000).unwrap();
+        assert_eq!(v, vec![0u8; 2000]);
         recycle(vec![1u8; KEEP_BYTES + 1]);
-        assert!(image_bytes(KEEP_BYTES + 1).unwrap().iter().all(|&b| b == 0));
+        assert!(overwritten_bytes(KEEP_BYTES + 1)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::cell::RefCell;
 
 use turbojpeg::{Colorspace, DecompressHeader, Decompressor, PixelFormat, ScalingFactor};
 
-use super::buffer::{check_pixels, image_bytes};
+use super::buffer::{check_pixels, overwritten_bytes};
 use super::mode::{Mode, PilImage};
 use super::ImageError;
 
@@ -117,7 +117,8 @@ fn decode_into(
     let scaled = header.scaled(scale);
     let (width, height) = (scaled.width, scaled.height);
     let pitch = width * format.size();
-    let mut data = image_bytes(pitch * height)?;
+    // libjpeg-turbo writes every output row or fails (see `overwritten_bytes`).
+    let mut data = overwritten_bytes(pitch * height)?;
     let image = turbojpeg::Image {
         pixels: &mut data[..],
         width,
