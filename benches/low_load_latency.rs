@@ -7,8 +7,6 @@
 //! ```
 //! MODEL_DIR is a CLIP BPE model folder; default: the tiny test model. Environment:
 //! `BENCH_LATENCY_RUNS` (default 60), `BENCH_INTRA_THREADS` (default 0: ONNX Runtime's own).
-//! Uses only the engine's and pipeline's long-standing API, so the same file runs against
-//! earlier versions for a before/after comparison (see docs/benchmarks.md).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -22,6 +22,8 @@ use turbojpeg::{Colorspace, DecompressHeader, Decompressor, PixelFormat, Scaling
 
 use super::buffer::{check_pixels, overwritten_bytes};
 use super::mode::{Mode, PilImage};
+use super::resample::source_window;
+use super::turbo::{Output, PartialDecoder, Region};
 use super::ImageError;
 
 /// Progressive files with more scans than this are refused: real encoders write at most a few
@@ -50,9 +52,32 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
 }
 
+/// What a decode produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Every pixel, as Pillow decodes it.
+    Full,
+    /// DCT-scaled so that the short side stays at least this long (fast mode).
+    Scaled(usize),
+    /// Only the pixels the resize to this crop size reads, each as in a full decode; the
+    /// image keeps its size, and its other pixels are unspecified.
+    Window(usize),
+}
+
 /// Decode at full resolution, bit-identical to Pillow.
 pub(super) fn decode(bytes: &[u8], max_pixels: u64) -> Result<PilImage, ImageError> {
-    decode_with(bytes, max_pixels, None)
+    decode_with(bytes, max_pixels, Target::Full)
+}
+
+/// Decode, bit-identical to Pillow, the pixels that resizing to `crop_size` and centre-cropping
+/// read ([`super::resample::source_window`]); the rest of the image is not decoded and holds
+/// unspecified bytes. Only for [`super::crop_image`] with the same size.
+pub(super) fn decode_window(
+    bytes: &[u8],
+    max_pixels: u64,
+    crop_size: usize,
+) -> Result<PilImage, ImageError> {
+    decode_with(bytes, max_pixels, Target::Window(crop_size))
 }
 
 /// Decode with DCT-domain downscaling: the smallest of 1/8, 1/4 and 1/2 that keeps the short
@@ -63,21 +88,17 @@ pub(super) fn decode_scaled(
     max_pixels: u64,
     min_short_side: usize,
 ) -> Result<PilImage, ImageError> {
-    decode_with(bytes, max_pixels, Some(min_short_side))
+    decode_with(bytes, max_pixels, Target::Scaled(min_short_side))
 }
 
-fn decode_with(
-    bytes: &[u8],
-    max_pixels: u64,
-    min_short_side: Option<usize>,
-) -> Result<PilImage, ImageError> {
+fn decode_with(bytes: &[u8], max_pixels: u64, target: Target) -> Result<PilImage, ImageError> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let dec = match &mut *slot {
             Some(dec) => dec,
             empty => empty.insert(Decompressor::new().map_err(|e| bad(e.to_string()))?),
         };
-        decode_into(dec, bytes, max_pixels, min_short_side)
+        decode_into(dec, bytes, max_pixels, target)
     })
 }
 
@@ -85,7 +106,7 @@ fn decode_into(
     dec: &mut Decompressor,
     bytes: &[u8],
     max_pixels: u64,
-    min_short_side: Option<usize>,
+    target: Target,
 ) -> Result<PilImage, ImageError> {
     let header = match dec.read_header(bytes) {
         Ok(header) => header,
@@ -96,7 +117,7 @@ fn decode_into(
             if clean.len() == bytes.len() {
                 return Err(classify(&e.to_string()));
             }
-            return decode_into(dec, &clean, max_pixels, min_short_side);
+            return decode_into(dec, &clean, max_pixels, target);
         }
         Err(e) => return Err(classify(&e.to_string())),
     };
@@ -106,8 +127,13 @@ fn decode_into(
         Colorspace::CMYK | Colorspace::YCCK => (Mode::Cmyk, PixelFormat::CMYK),
         Colorspace::RGB | Colorspace::YCbCr => (Mode::Rgb, PixelFormat::RGB),
     };
-    let scale = match min_short_side {
-        Some(min) if !header.is_lossless => scale_for(&header, min),
+    if let Target::Window(size) = target {
+        if let Some(image) = decode_part(bytes, &header, mode, format, size)? {
+            return Ok(image);
+        }
+    }
+    let scale = match target {
+        Target::Scaled(min) if !header.is_lossless => scale_for(&header, min),
         _ => ScalingFactor::ONE,
     };
     dec.set_scaling_factor(scale)
@@ -127,24 +153,98 @@ fn decode_into(
         format,
     };
     if let Err(e) = dec.decompress(bytes, image) {
-        let msg = e.to_string();
-        if message(&msg).starts_with(PREMATURE_END) {
-            return Err(ImageError::Decode(
-                "JPEG: image file is truncated".to_owned(),
-            ));
-        }
-        // After a warning the image is complete, as libjpeg's best effort.
-        if !is_warning(&msg) {
-            return Err(classify(&msg));
-        }
+        decode_failure(&e.to_string())?;
     }
     if mode == Mode::Cmyk {
-        // Pillow's `CMYK;I` rawmode: libjpeg returns Adobe's inverted inks.
-        for v in &mut data {
-            *v = 255 - *v;
-        }
+        invert(&mut data);
     }
     Ok(PilImage::new_u8(width, height, mode, data))
+}
+
+/// What a failed decompression means: after a warning the image is complete (libjpeg's best
+/// effort, as Pillow reads it); running out of data and fatal errors fail the document.
+fn decode_failure(msg: &str) -> Result<(), ImageError> {
+    if message(msg).starts_with(PREMATURE_END) {
+        return Err(ImageError::Decode(
+            "JPEG: image file is truncated".to_owned(),
+        ));
+    }
+    if is_warning(msg) {
+        Ok(())
+    } else {
+        Err(classify(msg))
+    }
+}
+
+/// Pillow's `CMYK;I` rawmode: libjpeg returns Adobe's inverted inks.
+fn invert(samples: &mut [u8]) {
+    for v in samples {
+        *v = 255 - *v;
+    }
+}
+
+thread_local! {
+    /// The instance for partial decodes, one per thread like [`DECOMPRESSOR`].
+    static PARTIAL: RefCell<Option<PartialDecoder>> = const { RefCell::new(None) };
+}
+
+/// [`Target::Window`]: decodes the window's source rectangle (plus a margin) into an image of
+/// full size, or `None` when the window needs (nearly) the whole image or TurboJPEG cannot
+/// crop this file, and a full decode follows instead.
+fn decode_part(
+    bytes: &[u8],
+    header: &DecompressHeader,
+    mode: Mode,
+    format: PixelFormat,
+    crop_size: usize,
+) -> Result<Option<PilImage>, ImageError> {
+    let (width, height) = (header.width, header.height);
+    let ((c0, c1), (r0, r1)) = source_window(width, height, crop_size);
+    let needed = Region {
+        x: c0,
+        y: r0,
+        width: c1 - c0,
+        height: r1 - r0,
+    };
+    // Skipping less than a tenth of the pixels does not pay for a second header read.
+    if needed.width * needed.height * 10 > width * height * 9 {
+        return Ok(None);
+    }
+    PARTIAL.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let dec = match &mut *slot {
+            Some(dec) => dec,
+            empty => empty.insert(PartialDecoder::new().map_err(bad)?),
+        };
+        let Some(sampling) = dec.sampling(bytes).map_err(|e| classify(&e))? else {
+            return Ok(None);
+        };
+        let region = sampling.widen(needed, width, height);
+        let channels = format.size();
+        let pitch = width * channels;
+        // Only the region is written: the resize reads nothing else (see `decode_window`).
+        let mut data = overwritten_bytes(pitch * height)?;
+        let start = region.y * pitch + region.x * channels;
+        let out = data
+            .get_mut(start..)
+            .ok_or_else(|| bad(format!("region {region:?} outside the image")))?;
+        let out = Output {
+            pixels: out,
+            pitch,
+            format: format as i32,
+            channels,
+        };
+        if let Err(msg) = dec.decode(bytes, region, MAX_SCANS, out) {
+            decode_failure(&msg)?;
+        }
+        if mode == Mode::Cmyk {
+            for row in data[start..].chunks_mut(pitch).take(region.height) {
+                let row_len = row.len().min(region.width * channels);
+                invert(&mut row[..row_len]);
+            }
+        }
+        Ok(Some(PilImage::new_u8(width, height, mode, data)))
+    })
 }
 
 /// The smallest DCT scale (1/8, 1/4, 1/2, else 1) whose short side is still `min` or more.
@@ -228,6 +328,20 @@ mod tests {
     use super::*;
 
     fn encode(width: usize, height: usize, format: PixelFormat, progressive: bool) -> Vec<u8> {
+        let subsamp = match format {
+            PixelFormat::GRAY => turbojpeg::Subsamp::Gray,
+            _ => turbojpeg::Subsamp::Sub2x2,
+        };
+        encode_with(width, height, format, progressive, subsamp)
+    }
+
+    fn encode_with(
+        width: usize,
+        height: usize,
+        format: PixelFormat,
+        progressive: bool,
+        subsamp: turbojpeg::Subsamp,
+    ) -> Vec<u8> {
         let ch = format.size();
         let pixels: Vec<u8> = (0..width * height * ch)
             .map(|i| ((i * 7 + i / (width * ch) * 13) % 251) as u8)
@@ -235,9 +349,7 @@ mod tests {
         let mut c = turbojpeg::Compressor::new().unwrap();
         c.set_quality(90).unwrap();
         c.set_progressive(progressive).unwrap();
-        if format == PixelFormat::GRAY {
-            c.set_subsamp(turbojpeg::Subsamp::Gray).unwrap();
-        }
+        c.set_subsamp(subsamp).unwrap();
         c.compress_to_vec(turbojpeg::Image {
             pixels: &pixels[..],
             width,
@@ -257,6 +369,54 @@ mod tests {
         assert_eq!((grey.width, grey.height, grey.mode), (9, 12, Mode::L));
         let cmyk = decode(&encode(8, 8, PixelFormat::CMYK, false), u64::MAX).unwrap();
         assert_eq!(cmyk.mode, Mode::Cmyk);
+    }
+
+    /// The window decode gives exactly the full decode's pixels wherever the resize reads, for
+    /// every sampling TurboJPEG crops, progressive files, greyscale and CMYK, and windows at
+    /// every position (wide, tall and nearly square images).
+    #[test]
+    fn window_decodes_match_full_decodes_where_the_resize_reads() {
+        use turbojpeg::Subsamp::*;
+        let cases = [
+            (PixelFormat::RGB, Sub2x2, false),
+            (PixelFormat::RGB, Sub2x1, false),
+            (PixelFormat::RGB, None, true),
+            (PixelFormat::RGB, Sub1x2, false),
+            (PixelFormat::RGB, Sub4x1, false),
+            (PixelFormat::RGB, Sub2x2, true),
+            (PixelFormat::GRAY, Gray, false),
+            (PixelFormat::CMYK, Sub2x2, false),
+        ];
+        let mut partial = 0;
+        for (format, subsamp, progressive) in cases {
+            for (w, h) in [(403, 130), (97, 389), (260, 231), (1000, 81)] {
+                let jpeg = encode_with(w, h, format, progressive, subsamp);
+                let full = decode(&jpeg, u64::MAX).unwrap();
+                // TurboJPEG can crop every one of these files.
+                let mut turbo = PartialDecoder::new().unwrap();
+                assert!(turbo.sampling(&jpeg).unwrap().is_some(), "{subsamp:?}");
+                for size in [24, 64] {
+                    let part = decode_window(&jpeg, u64::MAX, size).unwrap();
+                    assert_eq!((part.width, part.height, part.mode), (w, h, full.mode));
+                    let ((c0, c1), (r0, r1)) = source_window(w, h, size);
+                    let ch = format.size();
+                    for y in r0..r1 {
+                        let span = y * w * ch + c0 * ch..y * w * ch + c1 * ch;
+                        assert_eq!(
+                            part.data[span.clone()],
+                            full.data[span],
+                            "{format:?} {subsamp:?} progressive {progressive}, {w}x{h} \
+                             to {size}, row {y}"
+                        );
+                    }
+                    partial += usize::from((c1 - c0) * (r1 - r0) * 10 <= w * h * 9);
+                }
+            }
+        }
+        assert!(
+            partial > 40,
+            "most windows took the partial path: {partial}"
+        );
     }
 
     #[test]

@@ -20,8 +20,9 @@
 //! - `ico`, `pnm`, `tga`, `tiff`: the decoders of those formats;
 //! - `avif`: the AVIF decoder (AV1 via rav1d, libyuv-exact YUV→RGB);
 //! - `buffer`: the pixel-count guard and fallible allocation all decoders share;
-//! - `jpeg`: JPEG through libjpeg-turbo, decoded as Pillow decodes it (exact mode) or with
-//!   DCT-domain downscaling (fast mode, [`ImageMode::Fast`]);
+//! - `jpeg`: JPEG through libjpeg-turbo, decoded as Pillow decodes it (exact mode: only the
+//!   pixels the resize reads) or with DCT-domain downscaling (fast mode, [`ImageMode::Fast`]);
+//! - `turbo`: TurboJPEG's partial decompression, which the `turbojpeg` crate lacks;
 //! - `mode`: Pillow modes, premultiplication and `convert('RGB')`;
 //! - `resample`: Pillow's bicubic convolution and affine nearest resamplers;
 //! - `crop`: output size and centre-crop offsets;
@@ -44,6 +45,7 @@ mod pnm;
 mod resample;
 mod tga;
 mod tiff;
+mod turbo;
 
 pub use normalize::normalize_into;
 
@@ -144,6 +146,10 @@ pub fn preprocess_bytes_with(
     let image = match mode {
         ImageMode::Fast if decode::sniff(bytes) == decode::Format::Jpeg => {
             jpeg::decode_scaled(bytes, max_pixels, size as usize)?
+        }
+        // Only the pixels the resize below reads are decoded.
+        ImageMode::Exact if decode::sniff(bytes) == decode::Format::Jpeg => {
+            jpeg::decode_window(bytes, max_pixels, size as usize)?
         }
         _ => decode::decode(bytes, max_pixels)?,
     };

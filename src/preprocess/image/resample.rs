@@ -148,6 +148,16 @@ pub(crate) fn resize_window(
     }
 }
 
+/// The source columns and rows (`(first, end)` each) that [`resize_window`] reads to produce
+/// the centre `s×s` crop of a `w×h` image in a convolution mode (every mode a JPEG decodes to).
+pub(crate) fn source_window(w: usize, h: usize, s: usize) -> ((usize, usize), (usize, usize)) {
+    let (new_w, new_h) = super::crop::resized_size(w, h, s);
+    let left = super::crop::crop_offset(new_w, s);
+    let top = super::crop::crop_offset(new_h, s);
+    let plan = Plan::new(w, h, new_w, new_h, left, top, s);
+    (plan.cols, plan.rows)
+}
+
 /// Pillow 13's pass order (`ImagingResampleInner`): the vertical pass runs first when the height
 /// shrinks by more than twice as many pixels as the width. Pillow up to 11 always ran the
 /// horizontal pass first; the two orders differ by at most one level on a few pixels.
