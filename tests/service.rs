@@ -332,14 +332,15 @@ async fn requests_that_would_wait_past_max_queue_time_are_refused_at_once() {
         let docs = (0..16).map(|i| image(flat_png(i, 1600, 1200))).collect();
         tokio::spawn(async move { call(&client, "clip.encode", &request(docs)).await })
     };
-    // Wait until the sixteen images are admitted (all at once).
+    // Wait until the sixteen images are admitted (all at once) and the image tower has run two
+    // of them since its warm-up (its first run teaches admission nothing; the second does).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let stats = service_stats(&client, "clip-worker", Duration::from_millis(20)).await;
-        let free = stats
-            .first()
-            .and_then(|s| s["endpoints"][0]["data"]["available_doc_slots"].as_u64());
-        if free.is_some_and(|f| f < 2048) {
+        let data = stats.first().map(|s| &s["endpoints"][0]["data"]);
+        let free = data.and_then(|d| d["available_doc_slots"].as_u64());
+        let image_runs = data.and_then(|d| d["batches"]["image"]["batches"].as_u64());
+        if free.is_some_and(|f| f < 2048) && image_runs.is_some_and(|n| n >= 3) {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{stats:?}");

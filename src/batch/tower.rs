@@ -55,6 +55,9 @@ impl Tower {
         C: Fn(&T) -> usize,
     {
         let size = self.config.minibatch_size.max(1);
+        // A session's first run allocates (and on GPUs compiles kernels): its time says
+        // nothing about the next runs, so admission does not learn from it.
+        let mut first_run = true;
         // Documents taken off the queue and not run yet, oldest first.
         let mut held: VecDeque<TowerJob<T>> = VecDeque::new();
         loop {
@@ -77,7 +80,8 @@ impl Tower {
                 }
             }
             held = rest;
-            self.execute(batch, &run);
+            self.execute(batch, &run, !first_run);
+            first_run = false;
         }
     }
 
@@ -106,7 +110,7 @@ impl Tower {
         }
     }
 
-    fn execute<T, F>(&self, batch: Vec<TowerJob<T>>, run: &F)
+    fn execute<T, F>(&self, batch: Vec<TowerJob<T>>, run: &F, representative: bool)
     where
         F: Fn(&[&T]) -> Result<Vec<Vec<f32>>, InferenceError>,
     {
@@ -124,7 +128,9 @@ impl Tower {
         let took = started.elapsed();
         // `$SRV.STATS` and the Prometheus series count the same batches.
         self.stats.record(batch.len(), took);
-        self.load.inferred(modality, batch.len(), took);
+        if representative {
+            self.load.inferred(modality, batch.len(), took);
+        }
         record_batch(modality, &batch, started, took);
         match result {
             Ok(rows) if rows.len() == batch.len() => {
