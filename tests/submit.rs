@@ -555,3 +555,43 @@ fn bench_baselines_run_in_process_over_the_same_inputs() {
         assert!(r["threads"].as_str().unwrap().contains("intra-op 1"), "{r}");
     }
 }
+
+/// The GPU throughput script's own run on CPU: every row and the preprocessing verdict, with
+/// the figures read from `bench --json`.
+#[test]
+fn gpu_bench_script_runs_on_cpu_and_prints_its_table() {
+    let out = Command::new("bash")
+        .arg(common::repo_root().join("scripts/gpu_bench.sh"))
+        .arg(common::fixture_model_dir())
+        .env("CLIP_WORKER_BIN", env!("CARGO_BIN_EXE_clip-worker"))
+        .env("DEVICE", "cpu")
+        .env("BATCHES", "1 2")
+        .env("SECONDS_EACH", "1")
+        .env("PREPROCESS", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rate = |prefix: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` row in:\n{stdout}"));
+        line.split('|').nth(4).unwrap().trim().parse().unwrap()
+    };
+    for row in [
+        "| model only | texts | 1 |",
+        "| model only | texts | 2 |",
+        "| model only | images | 1 |",
+        "| model only | images | 2 |",
+        "| preprocessing, one thread | images |",
+        "| pipeline, 1 preprocess threads | images | 32 |",
+    ] {
+        assert!(rate(row) > 0.0, "{row}");
+    }
+    assert!(stdout.contains("preprocessing: "), "{stdout}");
+}
