@@ -584,6 +584,33 @@ mod tests {
         drop(threads);
     }
 
+    /// A pipeline with a fake text tower and no image tower (one replica, token count as the
+    /// length), and a one-thread runtime to drive it.
+    fn text_pipeline(
+        prepare: impl Fn(&Document) -> Result<Prepared, DocError> + Send + Sync + 'static,
+        run_text: impl Fn(&[&[u32]]) -> Result<Vec<Vec<f32>>, InferenceError> + Clone + Send + 'static,
+        config: BatchConfig,
+    ) -> (Arc<Pipeline>, tokio::runtime::Runtime) {
+        let no_images = |_: &[&[f32]]| -> Result<Vec<Vec<f32>>, InferenceError> {
+            unreachable!("no image in this test")
+        };
+        let pipeline = Pipeline::start_with(
+            Arc::new(prepare),
+            run_text,
+            no_images,
+            Arc::new(|ids: &[u32]| ids.len()),
+            1,
+            config,
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        (pipeline, runtime)
+    }
+
     /// A large request must not hold a small one back for longer than its in-flight chunks.
     #[test]
     fn a_small_request_overtakes_a_large_one() {
@@ -617,9 +644,6 @@ mod tests {
             }
             Ok(ids.iter().map(|&id| vec![id as f32]).collect())
         };
-        let no_images = |_: &[&[f32]]| -> Result<Vec<Vec<f32>>, InferenceError> {
-            unreachable!("no image in this test")
-        };
         let config = BatchConfig {
             minibatch_size: size,
             max_batch_delay: Duration::ZERO,
@@ -627,20 +651,7 @@ mod tests {
             chunks_per_request: 2,
             ..BatchConfig::default()
         };
-        let pipeline = Pipeline::start_with(
-            Arc::new(prepare),
-            run_text,
-            no_images,
-            Arc::new(|ids: &[u32]| ids.len()),
-            1,
-            config,
-        )
-        .unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let (pipeline, runtime) = text_pipeline(prepare, run_text, config);
         let embed = |texts: Vec<u32>| {
             let p = pipeline.clone();
             runtime.spawn(async move {
@@ -699,9 +710,6 @@ mod tests {
             }
             Ok(batch.iter().map(|t| vec![t[0] as f32]).collect())
         };
-        let no_images = |_: &[&[f32]]| -> Result<Vec<Vec<f32>>, InferenceError> {
-            unreachable!("no image in this test")
-        };
         let prepare = |doc: &Document| {
             let id = doc
                 .text
@@ -717,20 +725,7 @@ mod tests {
             max_queue_time: Some(Duration::from_millis(500)),
             ..BatchConfig::default()
         };
-        let p = Pipeline::start_with(
-            Arc::new(prepare),
-            run_text,
-            no_images,
-            Arc::new(|ids: &[u32]| ids.len()),
-            1,
-            config,
-        )
-        .unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let (p, runtime) = text_pipeline(prepare, run_text, config);
         let texts = |ids: std::ops::Range<u32>| -> Vec<Document> {
             ids.map(|i| Document::text(i.to_string())).collect()
         };
